@@ -1,0 +1,33 @@
+# The app image: gunicorn serving the Flask app, as an unprivileged user.
+#
+# PYTHON_BASE_IMAGE is the official image on a connected machine; where no
+# registry answers, scripts/ensure-base-images.sh builds a local stand-in and
+# passes its name here (see README, "Machines without registry access").
+ARG PYTHON_BASE_IMAGE=python:3.13-slim
+
+FROM ${PYTHON_BASE_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
+RUN python3 -m venv /opt/venv
+COPY requirements/app.txt /tmp/requirements.txt
+# Hash-checked and wheels only: the image gets exactly the locked artefacts
+# and needs no compiler.
+RUN /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r /tmp/requirements.txt
+
+FROM ${PYTHON_BASE_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    APP_ENV=production
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /srv
+COPY app/ /srv/app/
+# Bytecode is compiled now because the root filesystem is read-only at run time.
+RUN python3 -m compileall -q /srv/app
+# A fixed numeric id, so that the image needs no user database and file
+# ownership on mounted volumes is predictable.
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python3", "-m", "app.healthcheck"]
+CMD ["python3", "-m", "app.serve"]

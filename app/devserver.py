@@ -1,0 +1,38 @@
+"""Werkzeug's development server, for local development only.
+
+    APP_ENV=development python -m app.devserver [--threaded|--no-threaded] [--processes N]
+
+Without APP_ENV=development it refuses to start. The production image never
+runs it; the benchmark lab runs it (inside the compose network only) to
+measure the configurations the Flask docs and the seed write-ups describe:
+threaded=False, threaded=True, threaded=False with processes=3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app import DevServerRefused, create_app, runtime
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--threaded", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--processes", type=int, default=1)
+    args = parser.parse_args(argv)
+    app = create_app()
+    runtime.server.clear()
+    runtime.server.update(server="werkzeug-dev", threaded=args.threaded, processes=args.processes)
+    try:
+        app.run(host=args.host, port=args.port, threaded=args.threaded, processes=args.processes)
+    except DevServerRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

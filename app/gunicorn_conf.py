@@ -1,0 +1,102 @@
+"""gunicorn's configuration: `gunicorn -c python:app.gunicorn_conf app.wsgi:application`.
+
+Values come from app.settings (environment variables with defaults); this file
+only hands them to gunicorn and adds the hooks. An invalid variable stops the
+start here with one line naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from app import runtime
+from app.settings import SettingsError, load
+
+try:
+    _settings = load()
+except SettingsError as exc:
+    # SystemExit passes through gunicorn's config loader, which would print a
+    # traceback for any other exception.
+    print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
+
+wsgi_app = "app.wsgi:application"
+worker_class = _settings.worker_class
+workers = _settings.workers
+threads = _settings.threads
+worker_connections = _settings.worker_connections
+timeout = _settings.timeout
+graceful_timeout = _settings.graceful_timeout
+keepalive = _settings.keepalive
+max_requests = _settings.max_requests
+max_requests_jitter = _settings.max_requests_jitter
+bind = [_settings.bind]
+forwarded_allow_ips = _settings.forwarded_allow_ips
+loglevel = _settings.loglevel
+accesslog = "-" if _settings.accesslog else None
+errorlog = "-"
+
+# The workers' heartbeat files go to a tmpfs: on an overlay or disk-backed
+# /tmp a slow fsync can make the arbiter think a healthy worker hung.
+worker_tmp_dir = "/dev/shm"
+# gunicorn >= 25 opens a control socket (for `gunicornc`) under $HOME by
+# default, which a read-only root filesystem refuses. /tmp is a tmpfs in the
+# compose file; the socket stays private to the app user (mode 0600).
+control_socket = "/tmp/gunicorn.ctl"
+# Loading the app in each worker after fork keeps gevent's monkey patching
+# ahead of every import of the app (preloading would import it unpatched).
+preload_app = False
+proc_name = "flask-concurrency"
+
+#: The names logged as the effective configuration, read back from gunicorn's
+#: own parsed config so that GUNICORN_CMD_ARGS or CLI flags show up too.
+EFFECTIVE_SETTINGS = (
+    "worker_class",
+    "workers",
+    "threads",
+    "worker_connections",
+    "timeout",
+    "graceful_timeout",
+    "keepalive",
+    "max_requests",
+    "max_requests_jitter",
+    "bind",
+    "forwarded_allow_ips",
+    "worker_tmp_dir",
+    "control_socket",
+    "preload_app",
+    "loglevel",
+)
+
+
+def effective_config(cfg) -> dict[str, object]:
+    values = {name: cfg.settings[name].get() for name in EFFECTIVE_SETTINGS}
+    values["worker_class"] = cfg.worker_class_str
+    per_worker = {"sync": 1, "gthread": values["threads"], "gevent": values["worker_connections"]}
+    values["max_concurrent_requests"] = values["workers"] * per_worker.get(values["worker_class"], 1)
+    values["cpus_available"] = _cpus()
+    return values
+
+
+def _cpus() -> int:
+    from app.settings import available_cpus
+
+    return available_cpus()
+
+
+def on_starting(server) -> None:
+    # One JSON line, easy to grep from `docker compose logs app`: the
+    # integration tests compare what they measure with it.
+    print(json.dumps({"event": "gunicorn.config", **effective_config(server.cfg)}), file=sys.stderr, flush=True)
+
+
+def post_worker_init(worker) -> None:
+    runtime.server.clear()
+    runtime.server.update(
+        server="gunicorn",
+        worker_class=worker.cfg.worker_class_str,
+        workers=worker.cfg.workers,
+        threads=worker.cfg.threads,
+        worker_connections=worker.cfg.worker_connections,
+    )

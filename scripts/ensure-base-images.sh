@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Resolve the base images the Dockerfiles build FROM. The official images are
+# used when present or pullable; when no registry answers, a Debian stand-in
+# is built with mmdebstrap from the machine's own Debian mirror, so the stack
+# still builds offline. Idempotent: stand-ins are built once and reused.
+# Writes .cache/base-images.env and prints the same two lines on stdout.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/lib.sh
+. "$here/lib.sh"
+cache_dir="$(dirname "$here")/.cache"
+
+PULL_TIMEOUT=${PULL_TIMEOUT:-60}
+# Tags name what is inside: trixie's python3 is 3.13, forky's nginx is 1.30
+# (the nginx build checks that this still holds).
+PYTHON_STANDIN=flask-concurrency-local/python:3.13-trixie
+NGINX_STANDIN=flask-concurrency-local/nginx:1.30-forky
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+ensure_mmdebstrap() {
+  command -v mmdebstrap >/dev/null 2>&1 && return 0
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+    || die "mmdebstrap is needed to build a stand-in base image; install it and run this again."
+  say "installing mmdebstrap"
+  # Wait for another apt run (e.g. ensure-docker.sh) instead of failing on its lock.
+  local apt=(apt-get -qq -o DPkg::Lock::Timeout=600)
+  apt-cache show mmdebstrap >/dev/null 2>&1 || "${apt[@]}" update
+  DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 "${apt[@]}" install -y --no-install-recommends mmdebstrap >/dev/null
+}
+
+# rootfs SUITE PACKAGES OUT.tar [extra mmdebstrap options...]
+# The host's CA bundle goes in so pip and curl trust what the host trusts
+# (a TLS-intercepting proxy, for one). mmdebstrap already drops apt lists/caches.
+rootfs() {
+  local suite=$1 pkgs=$2 out=$3 mirror
+  shift 3
+  ensure_mmdebstrap
+  mirror=$(debian_mirror)
+  [ -n "$mirror" ] || die "cannot find a Debian mirror in /etc/apt/sources.list*"
+  mmdebstrap --quiet --variant=apt --include="$pkgs" \
+    --aptopt='Acquire::Check-Valid-Until "false"' --aptopt='Acquire::Check-Date "false"' \
+    --customize-hook='upload /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt' \
+    "$@" "$suite" "$out" "$mirror"
+}
+
+# import_rootfs OUT.tar TAG OFFICIAL [docker import options...]
+import_rootfs() {
+  local tar=$1 tag=$2 official=$3
+  shift 3
+  docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
+    --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
+    --change "LABEL org.opencontainers.image.description=\"local stand-in for $official, built by scripts/ensure-base-images.sh\"" \
+    "$@" "$tar" "$tag" >/dev/null
+}
+
+# build_python TAG OFFICIAL
+build_python() {
+  rootfs trixie python3,python3-venv,ca-certificates "$tmp/python.tar" \
+    --customize-hook='ln -sf /usr/bin/python3 "$1/usr/local/bin/python"'
+  import_rootfs "$tmp/python.tar" "$1" "$2" --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]'
+}
+
+# build_nginx TAG OFFICIAL
+# Mirrors what nginxinc/nginx-unprivileged gives: user nginx 101:101 (written
+# by hand: forky's minimal system has no groupadd/useradd), a config that runs
+# as that user (pid and temp files in /tmp, logs to the container's
+# stdout/stderr), /etc/nginx writable by it, and an empty conf.d to fill.
+build_nginx() {
+  cat >"$tmp/nginx.conf" <<'CONF'
+worker_processes  auto;
+error_log  /var/log/nginx/error.log notice;
+pid        /tmp/nginx.pid;
+events {
+    worker_connections  1024;
+}
+http {
+    client_body_temp_path /tmp/client_temp;
+    proxy_temp_path       /tmp/proxy_temp;
+    fastcgi_temp_path     /tmp/fastcgi_temp;
+    uwsgi_temp_path       /tmp/uwsgi_temp;
+    scgi_temp_path        /tmp/scgi_temp;
+    include       /etc/nginx/mime.types;
+    default_type  application/octet-stream;
+    access_log    /var/log/nginx/access.log;
+    sendfile      on;
+    keepalive_timeout  65;
+    include /etc/nginx/conf.d/*.conf;
+}
+CONF
+  rootfs forky nginx,curl,ca-certificates "$tmp/nginx.tar" \
+    --customize-hook='chroot "$1" nginx -v 2>&1 | grep -q "nginx/1\.30\." || { echo "forky no longer ships nginx 1.30; update NGINX_STANDIN" >&2; exit 1; }' \
+    --customize-hook='echo "nginx:x:101:" >>"$1/etc/group"; echo "nginx:x:101:101:nginx user:/nonexistent:/usr/sbin/nologin" >>"$1/etc/passwd"' \
+    --customize-hook="upload $tmp/nginx.conf /etc/nginx/nginx.conf" \
+    --customize-hook='rm -rf "$1"/etc/nginx/sites-enabled/* "$1"/etc/nginx/conf.d/*' \
+    --customize-hook='ln -sf /dev/stdout "$1/var/log/nginx/access.log"; ln -sf /dev/stderr "$1/var/log/nginx/error.log"' \
+    --customize-hook='mkdir -p "$1/var/cache/nginx"; chown -R 101:0 "$1/etc/nginx" "$1/var/cache/nginx"; chmod -R g+w "$1/etc/nginx" "$1/var/cache/nginx"'
+  import_rootfs "$tmp/nginx.tar" "$1" "$2" --change 'USER 101' --change 'STOPSIGNAL SIGQUIT' \
+    --change 'CMD ["nginx", "-g", "daemon off;"]'
+}
+
+# resolve VAR DEFAULT STAND-IN BUILDER: print VAR=<image to use>.
+resolve() {
+  local var=$1 official=$2 standin=$3 builder=$4 image=${!1:-$2} t0
+  if have_image "$image"; then
+    say "$var: $image (present locally)"
+  elif timeout "$PULL_TIMEOUT" docker pull --quiet "$image" >/dev/null 2>&1; then
+    say "$var: $image (pulled)"
+  elif [ "$image" != "$official" ] && [ "$image" != "$standin" ]; then
+    die "$var=$image is neither present locally nor pullable; make it available or unset $var to fall back to a local stand-in."
+  elif have_image "$standin"; then
+    image=$standin
+    say "$var: $image (local stand-in, built earlier; $official could not be pulled)"
+  else
+    say "$var: $official could not be pulled; building local stand-in $standin"
+    t0=$SECONDS
+    "$builder" "$standin" "$official" >&2
+    image=$standin
+    say "$var: $image (stand-in built in $((SECONDS - t0)) s)"
+  fi
+  printf '%s=%s\n' "$var" "$image"
+}
+
+docker info >/dev/null 2>&1 || die "the Docker engine does not answer; run scripts/ensure-docker.sh first."
+mkdir -p "$cache_dir"
+{
+  resolve PYTHON_BASE_IMAGE python:3.13-slim "$PYTHON_STANDIN" build_python
+  resolve NGINX_BASE_IMAGE nginxinc/nginx-unprivileged:1.30 "$NGINX_STANDIN" build_nginx
+} >"$tmp/base-images.env"
+mv "$tmp/base-images.env" "$cache_dir/base-images.env"
+cat "$cache_dir/base-images.env"

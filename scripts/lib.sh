@@ -1,0 +1,19 @@
+# Helpers shared by the scripts in this directory; source it, do not run it.
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# The Debian mirror this machine already uses, so that no registry host is
+# written into the repository; deb822 (.sources) and one-line (.list) formats
+# both. Only existing files are read: a grep over a missing file exits 2, which
+# under pipefail used to abort the calling script. Prints nothing if none.
+debian_mirror() {
+  local f files=()
+  for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] && files+=("$f")
+  done
+  [ "${#files[@]}" -gt 0 ] || return 0
+  awk '$1 == "URIs:" || $1 == "deb" {
+         for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:\/\/.*\/debian\/?$/) { print $i; exit }
+       }' "${files[@]}"
+}
