@@ -64,6 +64,8 @@ def index():
         server=runtime.server,
         pid=os.getpid(),
         hostname=socket.gethostname(),
+        # As the app sees the client once ProxyFix has applied nginx's headers.
+        client={"remote_addr": request.remote_addr, "scheme": request.scheme, "host": request.host},
         versions={
             "python": platform.python_version(),
             "flask": _version("flask"),

@@ -1,0 +1,193 @@
+"""The running stack, as a user reaches it: through nginx only, served by
+gunicorn, never by Werkzeug's development server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+import requests
+
+from tests.stack import REPO, Stack, free_port
+
+pytestmark = pytest.mark.integration
+
+# Requests that make the app or nginx answer with an error of their own.
+ERROR_REQUESTS = [
+    ("GET", "/no-such-page", {}, 404),
+    ("POST", "/", {}, 405),
+    ("GET", "/work/io?ms=oops", {}, 400),
+    ("GET", "/work/cpu?ms=99999999", {}, 400),
+    ("POST", "/", {"data": b"x" * (2 * 1024 * 1024)}, 413),
+]
+
+
+def test_root_answers_through_nginx_with_gunicorn_behind(stack):
+    response = stack.get("/")
+    assert response.status_code == 200
+    assert response.headers["Server"] == "nginx"  # server_tokens off: no version
+    body = response.json()
+    config = stack.effective_config()
+    assert body["server"]["server"] == "gunicorn"
+    assert body["server"]["worker_class"] == config["worker_class"]
+    assert body["server"]["workers"] == config["workers"]
+    assert body["versions"]["gunicorn"]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_health_endpoints(stack, path):
+    response = stack.get(path)
+    assert response.status_code == 200
+    assert response.json()["status"] in ("ok", "ready")
+
+
+def test_app_sees_the_client_nginx_saw_not_a_forged_one(stack):
+    forged = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Forwarded-Port": "1"}
+    client = stack.get("/", headers=forged).json()["client"]
+    assert client["remote_addr"] != "203.0.113.7"
+    assert client["scheme"] == "http"
+    assert client["host"] == f"127.0.0.1:{stack.port}"
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status"), ERROR_REQUESTS)
+def test_errors_are_json_and_never_werkzeug(stack, method, path, kwargs, status):
+    response = stack.request(method, path, **kwargs)
+    assert response.status_code == status
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.json()["error"]["status"] == status
+    assert "werkzeug" not in response.text.lower()
+    assert "<html" not in response.text.lower()
+    assert response.headers["Server"] == "nginx"
+
+
+def test_oversized_body_is_refused_by_nginx_before_the_app(stack):
+    response = stack.request("POST", "/", data=b"x" * (2 * 1024 * 1024))
+    assert response.status_code == 413
+    assert response.json()["error"]["source"] == "nginx"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/console", "/?__debugger__=yes&cmd=resource&f=style.css", "/healthz?__debugger__=yes&frm=0"],
+)
+def test_debugger_urls_are_not_found(stack, path):
+    response = stack.get(path)
+    assert response.status_code == 404
+    assert response.headers["Content-Type"].startswith("application/json")
+
+
+def test_no_response_header_names_werkzeug(stack):
+    for path in ["/", "/healthz", "/work/io?ms=1", "/nope"]:
+        response = stack.get(path)
+        assert all("werkzeug" not in value.lower() for value in response.headers.values()), path
+
+
+def test_app_port_is_not_published_on_the_host(stack):
+    app = stack.container("app")
+    published = [b for bs in (app.network_settings.ports or {}).values() if bs for b in bs]
+    assert published == []
+    for address in _host_addresses():
+        with pytest.raises(OSError):
+            socket.create_connection((address, 8000), timeout=2).close()
+
+
+def test_app_address_is_unreachable_from_the_host(stack):
+    engine = stack.docker.version().server.version
+    if int(engine.split(".")[0]) < 28:
+        pytest.skip(f"Docker {engine} always gives the host a route into bridge networks (isolated gateway: 28+)")
+    for network in stack.container("app").network_settings.networks.values():
+        with pytest.raises(OSError):
+            socket.create_connection((network.ip_address, 8000), timeout=2).close()
+
+
+def _host_addresses() -> list[str]:
+    """127.0.0.1 and the host's own IPv4 addresses (where a port published on
+    0.0.0.0 would answer)."""
+    out = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+    return ["127.0.0.1", *[a for a in out if "." in a]]
+
+
+def test_only_nginx_is_published_on_loopback(stack):
+    nginx = stack.container("nginx")
+    bindings = [b for bs in nginx.network_settings.ports.values() if bs for b in bs]
+    assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
+
+
+def test_app_processes_are_a_gunicorn_master_and_its_workers(stack):
+    config = stack.effective_config()
+    processes = stack.processes("app")
+    gunicorn = [p for p in processes if "gunicorn" in p["args"]]
+    pids = {p["pid"] for p in gunicorn}
+    masters = [p for p in gunicorn if p["ppid"] not in pids]
+    workers = [p for p in gunicorn if p["ppid"] in pids]
+    assert len(masters) == 1, processes
+    assert len(workers) == config["workers"], processes
+    assert all(w["ppid"] == masters[0]["pid"] for w in workers)
+    for p in processes:
+        assert "werkzeug" not in p["args"].lower()
+        assert "flask run" not in p["args"] and "app.devserver" not in p["args"]
+
+
+@pytest.mark.parametrize("service", ["app", "nginx"])
+def test_containers_run_as_non_root_on_a_read_only_root(stack, service):
+    processes = stack.processes(service)
+    assert processes
+    assert all(p["uid"] != "0" for p in processes), processes
+    container = stack.container(service)
+    assert container.host_config.readonly_rootfs is True
+    assert container.host_config.cap_drop == ["ALL"]
+    assert "no-new-privileges:true" in container.host_config.security_opt
+
+
+def test_invalid_worker_class_makes_make_up_fail_fast_naming_the_variable(built_images):
+    env_port = str(free_port())
+    project = "flask-concurrency-test-badclass"
+    started = time.monotonic()
+    result = subprocess.run(
+        ["make", "up"],
+        cwd=REPO,
+        env={**os.environ, "WORKER_CLASS": "eventlet", "COMPOSE_PROJECT_NAME": project, "HTTP_PORT": env_port},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    elapsed = time.monotonic() - started
+    try:
+        assert result.returncode != 0
+        assert "WORKER_CLASS='eventlet'" in result.stderr
+        assert "sync, gthread, gevent" in result.stderr
+        assert "Traceback" not in result.stderr
+        # Fails at the check, before anything is started.
+        listed = subprocess.run(
+            ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert listed == []
+        assert elapsed < 120, f"make up took {elapsed:.0f} s to fail"
+    finally:
+        subprocess.run(
+            ["docker", "compose", "-p", project, "down", "--remove-orphans"],
+            cwd=REPO,
+            capture_output=True,
+        )
+
+
+def test_invalid_value_stops_the_app_container_with_the_message(built_images):
+    bad = Stack("badconcurrency", WEB_CONCURRENCY="lots")
+    try:
+        bad.docker.compose.up(services=["app"], detach=True, quiet=True)
+        deadline = time.monotonic() + 30
+        while "WEB_CONCURRENCY" not in bad.logs("app") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        logs = bad.logs("app")
+        assert "configuration error: WEB_CONCURRENCY='lots' is not valid" in logs
+        assert "Traceback" not in logs
+        with pytest.raises(requests.RequestException):
+            requests.get(bad.url, timeout=2)
+    finally:
+        bad.down()

@@ -1,0 +1,135 @@
+"""Compose stacks for the integration tests, driven with python-on-whales.
+
+Each Stack is its own Compose project (its own containers, networks and host
+port) built from the repository's docker-compose.yml, so tests never touch a
+stack started with `make up`, and several configurations can be compared.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+from python_on_whales import DockerClient
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+
+#: Every variable .env.example documents: scrubbed from the test process so
+#: that a developer's exported WORKER_CLASS cannot leak into a test stack.
+STACK_VARIABLES = tuple(
+    re.findall(r"^([A-Z][A-Z0-9_]*)=", (REPO / ".env.example").read_text(), flags=re.MULTILINE)
+)
+
+
+@functools.cache
+def base_images() -> dict[str, str]:
+    """PYTHON_BASE_IMAGE and NGINX_BASE_IMAGE, resolved by the project's own
+    script: the official images, or local stand-ins where none can be pulled."""
+    out = subprocess.run(
+        [str(REPO / "scripts" / "ensure-base-images.sh")], check=True, capture_output=True, text=True
+    ).stdout
+    return dict(line.split("=", 1) for line in out.split() if "=" in line)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    def __init__(self, name: str, **env: str) -> None:
+        self.project = f"flask-concurrency-test-{name}"
+        self.port = free_port()
+        self.env = {**base_images(), "HTTP_PORT": str(self.port), **env}
+        self._env_file = Path(tempfile.mkdtemp(prefix="stack-")) / f"{name}.env"
+        self._env_file.write_text("".join(f"{k}={v}\n" for k, v in self.env.items()))
+        self.docker = DockerClient(
+            compose_files=[COMPOSE_FILE],
+            compose_project_name=self.project,
+            compose_project_directory=REPO,
+            compose_env_files=[self._env_file],
+        )
+        self.session = requests.Session()
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def build(self) -> None:
+        self.docker.compose.build(quiet=True)
+
+    def up(self, timeout: int = 180) -> Stack:
+        self.docker.compose.up(detach=True, wait=True, wait_timeout=timeout, remove_orphans=True, quiet=True)
+        return self
+
+    def down(self) -> None:
+        self.docker.compose.down(remove_orphans=True, volumes=True, timeout=10, quiet=True)
+
+    # --- talking to it -----------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return self.session.get(self.url + path, **kwargs)
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return self.session.request(method, self.url + path, **kwargs)
+
+    def container(self, service: str):
+        (container,) = self.docker.compose.ps(services=[service])
+        return container
+
+    def logs(self, service: str) -> str:
+        return self.docker.compose.logs(services=[service], no_log_prefix=True)
+
+    def effective_config(self) -> dict:
+        """The JSON line gunicorn logged at start (app/gunicorn_conf.py)."""
+        lines = [line for line in self.logs("app").splitlines() if '"event": "gunicorn.config"' in line]
+        assert lines, "gunicorn logged no effective configuration"
+        return json.loads(lines[-1])
+
+    def processes(self, service: str) -> list[dict[str, str]]:
+        """`docker top` of the service's container: uid, pid, ppid, args."""
+        container = self.container(service)
+        out = subprocess.run(
+            ["docker", "top", container.id, "-eo", "uid,pid,ppid,args"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.splitlines()
+        rows = []
+        for line in out[1:]:
+            uid, pid, ppid, args = line.split(None, 3)
+            rows.append({"uid": uid, "pid": pid, "ppid": ppid, "args": args})
+        return rows
+
+    def wait_serving(self, timeout: float = 30) -> dict:
+        """Until GET / answers through nginx (the stack is up); returns it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                response = self.get("/", timeout=5)
+                if response.status_code == 200:
+                    return response.json()
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.url}/ did not answer 200 within {timeout} s")
+            time.sleep(0.5)
+
+
+def scrub_environment() -> None:
+    for name in STACK_VARIABLES + ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES"):
+        os.environ.pop(name, None)
