@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app import DevServerRefused, create_app, runtime
+from app import runtime
+from app.factory import DevServerRefused, create_app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threaded", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.processes > 1 and args.threaded:
+        # Werkzeug serves either a thread or a process per request, not both.
+        parser.error("--processes > 1 needs --no-threaded")
     app = create_app()
     runtime.server.clear()
     runtime.server.update(server="werkzeug-dev", threaded=args.threaded, processes=args.processes)

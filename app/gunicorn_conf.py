@@ -11,7 +11,7 @@ import json
 import sys
 
 from app import runtime
-from app.settings import SettingsError, load
+from app.settings import SettingsError, available_cpus, load
 
 try:
     _settings = load()
@@ -45,7 +45,9 @@ worker_tmp_dir = "/dev/shm"
 # compose file; the socket stays private to the app user (mode 0600).
 control_socket = "/tmp/gunicorn.ctl"
 # Loading the app in each worker after fork keeps gevent's monkey patching
-# ahead of every import of the app (preloading would import it unpatched).
+# ahead of every import of Flask and the app (preloading would import them
+# unpatched in the master). This file imports only app.settings and
+# app.runtime, which need nothing but the standard library.
 preload_app = False
 proc_name = "flask-concurrency"
 
@@ -80,8 +82,6 @@ def effective_config(cfg) -> dict[str, object]:
 
 
 def _cpus() -> int:
-    from app.settings import available_cpus
-
     return available_cpus()
 
 

@@ -17,7 +17,8 @@ import sys
 
 from app.settings import SettingsError, load
 
-GUNICORN_ARGV = ["gunicorn", "-c", "python:app.gunicorn_conf"]
+# This interpreter's gunicorn, whatever PATH says.
+GUNICORN_ARGV = [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf"]
 
 
 def gunicorn_environment(environ: dict[str, str]) -> dict[str, str]:
@@ -32,7 +33,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr, flush=True)
         return 2
-    os.execvpe(GUNICORN_ARGV[0], GUNICORN_ARGV, env)
+    os.execve(GUNICORN_ARGV[0], GUNICORN_ARGV, env)
     return 0  # not reached
 
 

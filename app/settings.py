@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 WORKER_CLASSES = ("sync", "gthread", "gevent")
 
@@ -173,9 +173,7 @@ def load(env: Mapping[str, str] | None = None, cpus: int | None = None) -> Setti
         )
     worker_connections = _integer(env, "GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1, maximum=100_000)
     timeout = _integer(env, "GUNICORN_TIMEOUT", 30, minimum=1, maximum=NGINX_PROXY_READ_TIMEOUT - 1)
-    graceful_timeout = _integer(
-        env, "GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1, maximum=COMPOSE_STOP_GRACE_PERIOD - 1
-    )
+    graceful_timeout = _integer(env, "GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1, maximum=COMPOSE_STOP_GRACE_PERIOD - 1)
     # Longer than nginx's upstream keepalive_timeout (60 s, nginx/conf.d/app.conf), so that
     # nginx, not gunicorn, closes an idle kept-alive connection: otherwise
     # nginx can send a request down a connection gunicorn is closing.
@@ -183,9 +181,7 @@ def load(env: Mapping[str, str] | None = None, cpus: int | None = None) -> Setti
     max_requests = _integer(env, "GUNICORN_MAX_REQUESTS", 0, minimum=0)
     max_requests_jitter = _integer(env, "GUNICORN_MAX_REQUESTS_JITTER", 0, minimum=0)
     if max_requests_jitter and not max_requests:
-        raise SettingsError(
-            f"GUNICORN_MAX_REQUESTS_JITTER={max_requests_jitter} needs GUNICORN_MAX_REQUESTS > 0"
-        )
+        raise SettingsError(f"GUNICORN_MAX_REQUESTS_JITTER={max_requests_jitter} needs GUNICORN_MAX_REQUESTS > 0")
     return Settings(
         worker_class=worker_class,
         workers=workers,

@@ -1,0 +1,52 @@
+"""The Flask application: a realistic stand-in for your own app.
+
+`create_app()` is the factory gunicorn loads through `app.wsgi:application`.
+It is never served by Werkzeug's development server outside development:
+see `app.devserver`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app import errors, views
+
+#: 1 MiB. nginx refuses larger bodies first (client_max_body_size); this is the
+#: app's own limit for when it runs behind something else.
+MAX_CONTENT_LENGTH = 1024 * 1024
+
+
+class DevServerRefused(RuntimeError):
+    """Raised when something tries to serve the app with the development server."""
+
+
+def is_development() -> bool:
+    return os.environ.get("APP_ENV", "production") == "development"
+
+
+class ProductionFlask(Flask):
+    """Flask whose `run()` refuses unless APP_ENV=development."""
+
+    def run(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        if not is_development():
+            raise DevServerRefused(
+                "refusing to start Werkzeug's development server: it is not a "
+                "production server. Serve the app with gunicorn (see README), or "
+                "set APP_ENV=development for local development."
+            )
+        super().run(*args, **kwargs)
+
+
+def create_app() -> Flask:
+    app = ProductionFlask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, READINESS_CHECKS={})
+    app.json.sort_keys = False
+    # Exactly one trusted hop: nginx. Trusting more would let a client forge
+    # its address or scheme with its own X-Forwarded-* headers.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    errors.register(app)
+    app.register_blueprint(views.bp)
+    return app

@@ -1,0 +1,248 @@
+"""Shared fixtures and helpers for the unit tests.
+
+Nothing here needs Docker or the network beyond 127.0.0.1. Subprocesses (gunicorn,
+the development server, gunicorn's config loader) run from the repository root
+with an environment stripped of every variable the app reads, so that the
+developer's own shell cannot change the outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from app.factory import create_app
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+#: Environment variables the app, gunicorn or Flask read; never inherited.
+_APP_VARIABLES = {
+    "APP_ENV",
+    "WORKER_CLASS",
+    "WEB_CONCURRENCY",
+    "FORWARDED_ALLOW_IPS",
+    "XDG_RUNTIME_DIR",
+    "FLASK_RUN_FROM_CLI",
+    "PYTHONPATH",
+}
+_APP_PREFIXES = ("GUNICORN_", "FLASK_")
+
+#: Longest wait for a subprocess server to answer.
+START_TIMEOUT = 20.0
+
+
+# --- in-process app ---------------------------------------------------------
+
+
+@pytest.fixture
+def app():
+    """A fresh app per test, so a test can register throwaway routes."""
+    application = create_app()
+    application.config.update(TESTING=True)
+    return application
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+# --- subprocess helpers ------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def is_listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def clean_env(home: Path, **overrides: str) -> dict[str, str]:
+    """os.environ without anything the app reads, HOME pointed at `home`,
+    plus `overrides`."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in _APP_VARIABLES and not name.startswith(_APP_PREFIXES)
+    }
+    env["HOME"] = str(home)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(overrides)
+    return env
+
+
+def http_get_json(url: str, timeout: float = 5.0) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - 127.0.0.1 only
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, log: Path | None = None, timeout: float = START_TIMEOUT):
+    """Poll `url` until it answers 200 with JSON; fail at once if `proc` exits,
+    and after `timeout` seconds otherwise. Returns the JSON body."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            output = log.read_text() if log else ""
+            pytest.fail(f"server exited with status {proc.returncode} before answering {url}:\n{output}")
+        try:
+            status, body = http_get_json(url, timeout=2.0)
+            if status == 200:
+                return body
+        except (OSError, ValueError) as exc:  # not listening yet, or a half-started server
+            last_error = exc
+        time.sleep(0.1)
+    output = log.read_text() if log else ""
+    pytest.fail(f"{url} did not answer within {timeout} s (last error: {last_error!r}):\n{output}")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate a subprocess we started; kill it if it does not go."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def serving(args: list[str], env: dict[str, str], log: Path, port: int, path: str = "/"):
+    """Start `python ARGS` from the repository root, wait until
+    http://127.0.0.1:PORT/PATH answers, yield (proc, first JSON body); the
+    process is always stopped on the way out. stderr goes to `log`, stdout
+    to `log` with the suffix .stdout."""
+    with log.open("wb") as err, log.with_suffix(".stdout").open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
+    try:
+        body = wait_until_serving(f"http://127.0.0.1:{port}{path}", proc, log)
+        yield proc, body
+    finally:
+        stop(proc)
+
+
+def run_python(args: list[str], env: dict[str, str], timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """Run `python ARGS` from the repository root and capture its output."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class Helpers:
+    """The helpers above, handed to tests as the `helpers` fixture (test
+    modules do not import conftest)."""
+
+    repo_root = REPO_ROOT
+    free_port = staticmethod(free_port)
+    is_listening = staticmethod(is_listening)
+    http_get_json = staticmethod(http_get_json)
+    wait_until_serving = staticmethod(wait_until_serving)
+    serving = staticmethod(serving)
+    run_python = staticmethod(run_python)
+    stop = staticmethod(stop)
+
+
+@pytest.fixture
+def helpers():
+    return Helpers
+
+
+@pytest.fixture
+def env_factory(tmp_path):
+    """env_factory(**overrides) -> a clean environment with HOME in tmp_path."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+
+    def make(**overrides: str) -> dict[str, str]:
+        return clean_env(home, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def gunicorn(tmp_path, env_factory):
+    """gunicorn(**env) -> context manager that really runs
+    `gunicorn -c python:app.gunicorn_conf` on 127.0.0.1 with a free port and a
+    control socket in tmp_path (the config's /tmp/gunicorn.ctl would collide
+    with any other gunicorn). Yields a GunicornRun."""
+
+    @contextlib.contextmanager
+    def run(**env_overrides: str):
+        port = free_port()
+        control_socket = tmp_path / "gunicorn.ctl"
+        log = tmp_path / "gunicorn.log"
+        args = [
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:app.gunicorn_conf",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--control-socket",
+            str(control_socket),
+        ]
+        with serving(args, env_factory(**env_overrides), log, port) as (proc, body):
+            yield GunicornRun(proc=proc, port=port, log=log, control_socket=control_socket, index=body)
+
+    return run
+
+
+class GunicornRun:
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path, control_socket: Path, index: dict):
+        self.proc = proc
+        self.port = port
+        self.log = log
+        self.control_socket = control_socket
+        self.index = index  # the JSON of the first successful GET /
+
+    def get(self, path: str) -> tuple[int, dict]:
+        return http_get_json(f"http://127.0.0.1:{self.port}{path}")
+
+    def config_lines(self) -> list[dict]:
+        """Every JSON line with "event": "gunicorn.config" on stderr so far."""
+        found = []
+        for line in self.log.read_text().splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("event") == "gunicorn.config":
+                found.append(record)
+        return found

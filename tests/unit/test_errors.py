@@ -1,0 +1,155 @@
+"""Errors leave the app as JSON, and ProxyFix trusts exactly one hop."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from flask import jsonify, request
+
+import app.factory as app_package
+
+pytestmark = pytest.mark.unit
+
+
+def assert_json_error(response, status: int) -> dict:
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/json"
+    text = response.get_data(as_text=True)
+    assert "<html" not in text.lower() and "<!doctype" not in text.lower()
+    error = response.get_json()["error"]
+    assert error["status"] == status
+    assert isinstance(error["name"], str) and error["name"]
+    assert isinstance(error["message"], str) and error["message"]
+    return error
+
+
+def test_404(client):
+    error = assert_json_error(client.get("/no/such/page"), 404)
+    assert error["name"] == "Not Found"
+
+
+def test_405_keeps_allow(client):
+    response = client.post("/healthz")
+    error = assert_json_error(response, 405)
+    assert error["name"] == "Method Not Allowed"
+    allowed = {method.strip() for method in response.headers["Allow"].split(",")}
+    assert {"GET", "HEAD"} <= allowed
+    assert "POST" not in allowed
+
+
+@pytest.fixture
+def echo_body_app(app):
+    @app.post("/_test/body")
+    def read_body():
+        return jsonify(size=len(request.get_data()))
+
+    return app
+
+
+def test_413_over_max_content_length(echo_body_app):
+    client = echo_body_app.test_client()
+    limit = app_package.MAX_CONTENT_LENGTH
+    assert limit == 1024 * 1024
+    assert echo_body_app.config["MAX_CONTENT_LENGTH"] == limit
+    error = assert_json_error(client.post("/_test/body", data=b"x" * (limit + 1)), 413)
+    assert error["name"] == "Request Entity Too Large"
+
+
+def test_body_at_max_content_length_is_accepted(echo_body_app):
+    client = echo_body_app.test_client()
+    limit = app_package.MAX_CONTENT_LENGTH
+    response = client.post("/_test/body", data=b"x" * limit)
+    assert response.status_code == 200
+    assert response.get_json() == {"size": limit}
+
+
+def test_500_is_json_without_traceback_and_is_logged(app, caplog):
+    @app.get("/_test/boom")
+    def boom():
+        raise RuntimeError("secret-internal-detail")
+
+    with caplog.at_level(logging.ERROR, logger="app.errors"):
+        response = app.test_client().get("/_test/boom")
+    error = assert_json_error(response, 500)
+    assert error["name"] == "Internal Server Error"
+    text = response.get_data(as_text=True)
+    assert "Traceback" not in text
+    assert "secret-internal-detail" not in text
+    assert "RuntimeError" not in text
+    logged = [r for r in caplog.records if r.name == "app.errors" and r.exc_info]
+    assert len(logged) == 1
+    assert isinstance(logged[0].exc_info[1], RuntimeError)
+    assert str(logged[0].exc_info[1]) == "secret-internal-detail"
+
+
+def test_http_exception_raised_by_a_view_is_json(app):
+    from flask import abort
+
+    @app.get("/_test/forbidden")
+    def forbidden():
+        abort(403)
+
+    assert_json_error(app.test_client().get("/_test/forbidden"), 403)
+
+
+# --- ProxyFix -----------------------------------------------------------------
+
+NGINX = "172.18.0.5"  # the peer gunicorn sees: nginx
+
+
+@pytest.fixture
+def echo_client(app):
+    @app.get("/_test/echo")
+    def echo():
+        return jsonify(
+            remote_addr=request.remote_addr,
+            scheme=request.scheme,
+            host=request.host,
+            url=request.url,
+        )
+
+    return app.test_client()
+
+
+def echo(client, headers=None) -> dict:
+    response = client.get("/_test/echo", headers=headers or {}, environ_base={"REMOTE_ADDR": NGINX})
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def test_without_forwarded_headers_the_peer_is_the_client(echo_client):
+    body = echo(echo_client)
+    assert body["remote_addr"] == NGINX
+    assert body["scheme"] == "http"
+    assert body["host"] == "localhost"
+
+
+def test_proxyfix_follows_one_hop(echo_client):
+    body = echo(
+        echo_client,
+        {
+            "X-Forwarded-For": "203.0.113.7",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "example.com",
+        },
+    )
+    assert body["remote_addr"] == "203.0.113.7"
+    assert body["scheme"] == "https"
+    assert body["host"] == "example.com"
+    assert body["url"] == "https://example.com/_test/echo"
+
+
+def test_proxyfix_trusts_only_the_last_forwarded_for(echo_client):
+    # A client sent its own X-Forwarded-For; nginx appended the real address.
+    body = echo(echo_client, {"X-Forwarded-For": "198.51.100.66, 203.0.113.7"})
+    assert body["remote_addr"] == "203.0.113.7"
+
+
+def test_proxyfix_trusts_only_the_last_forwarded_proto_and_host(echo_client):
+    body = echo(
+        echo_client,
+        {"X-Forwarded-Proto": "https, http", "X-Forwarded-Host": "evil.example, example.com"},
+    )
+    assert body["scheme"] == "http"
+    assert body["host"] == "example.com"

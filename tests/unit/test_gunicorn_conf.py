@@ -1,0 +1,319 @@
+"""app.gunicorn_conf, loaded by gunicorn's own machinery, and a real gunicorn.
+
+Every case runs in a subprocess: the config module reads the environment at
+import time, and gunicorn's Config reads sys.argv and GUNICORN_CMD_ARGS.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+#: Loads the configuration exactly as `gunicorn -c python:app.gunicorn_conf
+#: [ARGS]` does, without starting the arbiter, and prints what it parsed.
+LOAD_CONFIG = r"""
+import json, sys
+extra = json.loads(sys.argv[1])
+sys.argv = ["gunicorn", "-c", "python:app.gunicorn_conf", *extra]
+from gunicorn.app.wsgiapp import WSGIApplication
+cfg = WSGIApplication().cfg
+import app.gunicorn_conf as conf
+names = [
+    "workers", "threads", "worker_connections", "timeout", "graceful_timeout", "keepalive",
+    "max_requests", "max_requests_jitter", "bind", "forwarded_allow_ips", "worker_tmp_dir",
+    "control_socket", "preload_app", "loglevel", "accesslog", "errorlog", "proc_name", "wsgi_app",
+]
+print(json.dumps({
+    "cfg": {name: cfg.settings[name].get() for name in names},
+    "worker_class_str": cfg.worker_class_str,
+    "hooks": {
+        "on_starting": cfg.settings["on_starting"].get() is conf.on_starting,
+        "post_worker_init": cfg.settings["post_worker_init"].get() is conf.post_worker_init,
+    },
+    "effective": conf.effective_config(cfg),
+}))
+"""
+
+
+@pytest.fixture
+def load_config(helpers, env_factory):
+    """load_config(*cli_args, **env) -> the JSON LOAD_CONFIG prints."""
+
+    def load(*cli_args: str, **env: str) -> dict:
+        result = helpers.run_python(["-c", LOAD_CONFIG, json.dumps(list(cli_args))], env_factory(**env))
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    return load
+
+
+@pytest.fixture
+def config_error(helpers, env_factory):
+    """config_error(**env) -> stderr of a config load that must fail with status 2."""
+
+    def run(**env: str) -> str:
+        result = helpers.run_python(["-c", LOAD_CONFIG, "[]"], env_factory(**env))
+        assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+        assert result.stdout == ""
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        return lines[0]
+
+    return run
+
+
+# --- loading the config --------------------------------------------------------
+
+
+def test_gevent_config(load_config):
+    out = load_config(WORKER_CLASS="gevent", WEB_CONCURRENCY="3")
+    cfg = out["cfg"]
+    assert out["worker_class_str"] == "gevent"
+    assert cfg["workers"] == 3
+    assert cfg["threads"] == 1
+    assert cfg["worker_connections"] == 1000
+    assert cfg["control_socket"] == "/tmp/gunicorn.ctl"  # noqa: S108 - the value under test
+    assert cfg["worker_tmp_dir"] == "/dev/shm"  # noqa: S108 - the value under test
+    assert cfg["preload_app"] is False
+    assert cfg["bind"] == ["0.0.0.0:8000"]
+    assert cfg["timeout"] == 30
+    assert cfg["graceful_timeout"] == 30
+    assert cfg["keepalive"] == 75
+    assert cfg["loglevel"] == "info"
+    assert cfg["accesslog"] is None
+    assert cfg["errorlog"] == "-"
+    assert cfg["proc_name"] == "flask-concurrency"
+    assert cfg["wsgi_app"] == "app.wsgi:application"
+    assert out["hooks"] == {"on_starting": True, "post_worker_init": True}
+    effective = out["effective"]
+    assert effective["worker_class"] == "gevent"
+    assert effective["workers"] == 3
+    assert effective["max_concurrent_requests"] == 3 * 1000
+
+
+def test_defaults_size_workers_from_available_cpus(load_config):
+    out = load_config()
+    effective = out["effective"]
+    cpus = effective["cpus_available"]
+    assert isinstance(cpus, int) and cpus >= 1
+    assert out["worker_class_str"] == "sync"
+    assert out["cfg"]["workers"] == 2 * cpus + 1
+    assert out["cfg"]["threads"] == 1
+    assert effective["max_concurrent_requests"] == 2 * cpus + 1
+
+
+def test_gthread_config(load_config):
+    out = load_config(WORKER_CLASS="gthread", WEB_CONCURRENCY="2", GUNICORN_THREADS="3")
+    assert out["worker_class_str"] == "gthread"
+    assert (out["cfg"]["workers"], out["cfg"]["threads"]) == (2, 3)
+    assert out["effective"]["max_concurrent_requests"] == 6
+
+
+def test_every_setting_reaches_gunicorn(load_config):
+    out = load_config(
+        WORKER_CLASS="gevent",
+        WEB_CONCURRENCY="2",
+        GUNICORN_WORKER_CONNECTIONS="50",
+        GUNICORN_TIMEOUT="20",
+        GUNICORN_GRACEFUL_TIMEOUT="10",
+        GUNICORN_KEEPALIVE="5",
+        GUNICORN_MAX_REQUESTS="100",
+        GUNICORN_MAX_REQUESTS_JITTER="10",
+        GUNICORN_BIND="127.0.0.1:9999",
+        FORWARDED_ALLOW_IPS="10.0.0.2",
+        GUNICORN_LOG_LEVEL="warning",
+        GUNICORN_ACCESS_LOG="true",
+    )
+    cfg = out["cfg"]
+    assert cfg["worker_connections"] == 50
+    assert (cfg["timeout"], cfg["graceful_timeout"], cfg["keepalive"]) == (20, 10, 5)
+    assert (cfg["max_requests"], cfg["max_requests_jitter"]) == (100, 10)
+    assert cfg["bind"] == ["127.0.0.1:9999"]
+    assert cfg["forwarded_allow_ips"] == ["10.0.0.2"]
+    assert cfg["loglevel"] == "warning"
+    assert cfg["accesslog"] == "-"
+    assert out["effective"]["max_concurrent_requests"] == 100
+
+
+def test_effective_config_follows_command_line_overrides(load_config, tmp_path):
+    # GUNICORN_CMD_ARGS and CLI flags beat the config file; the effective
+    # configuration must report what gunicorn will really run: sync with
+    # threads > 1 runs as gthread.
+    out = load_config(
+        "--control-socket",
+        str(tmp_path / "elsewhere.ctl"),
+        WORKER_CLASS="sync",
+        WEB_CONCURRENCY="3",
+        GUNICORN_CMD_ARGS="--workers 5 --threads 2",
+    )
+    assert out["worker_class_str"] == "gthread"
+    effective = out["effective"]
+    assert (effective["worker_class"], effective["workers"], effective["threads"]) == ("gthread", 5, 2)
+    assert effective["max_concurrent_requests"] == 10
+    assert effective["control_socket"] == str(tmp_path / "elsewhere.ctl")
+
+
+def test_effective_config_names(load_config):
+    effective = load_config(WORKER_CLASS="gthread")["effective"]
+    assert set(effective) == {
+        "worker_class",
+        "workers",
+        "threads",
+        "worker_connections",
+        "timeout",
+        "graceful_timeout",
+        "keepalive",
+        "max_requests",
+        "max_requests_jitter",
+        "bind",
+        "forwarded_allow_ips",
+        "worker_tmp_dir",
+        "control_socket",
+        "preload_app",
+        "loglevel",
+        "max_concurrent_requests",
+        "cpus_available",
+    }
+
+
+# --- configuration errors --------------------------------------------------------
+
+
+def test_invalid_worker_class_is_one_line_and_status_2(config_error):
+    line = config_error(WORKER_CLASS="eventlet")
+    assert line.startswith("configuration error: WORKER_CLASS='eventlet' is not valid: ")
+    assert "sync, gthread, gevent" in line
+
+
+def test_invalid_integer_is_one_line_and_status_2(config_error):
+    line = config_error(GUNICORN_TIMEOUT="abc")
+    assert line.startswith("configuration error: GUNICORN_TIMEOUT='abc' is not valid: ")
+
+
+def test_out_of_range_workers_is_one_line_and_status_2(config_error):
+    # Only values int() accepts: gunicorn itself evaluates
+    # int(os.environ["WEB_CONCURRENCY"]) when gunicorn.config is imported, so
+    # WEB_CONCURRENCY=abc dies with gunicorn's own ValueError traceback before
+    # app.gunicorn_conf is read (see test_settings.py for the app's check).
+    line = config_error(WEB_CONCURRENCY="0")
+    assert line.startswith("configuration error: WEB_CONCURRENCY='0' is out of range: ")
+
+
+def test_threads_with_sync_is_one_line_and_status_2(config_error):
+    line = config_error(WORKER_CLASS="sync", GUNICORN_THREADS="4")
+    assert line.startswith("configuration error: GUNICORN_THREADS=4 ")
+
+
+def test_gunicorn_cli_refuses_invalid_config(helpers, env_factory):
+    # The real command line, not only WSGIApplication(): exit 2 before binding.
+    port = helpers.free_port()
+    result = helpers.run_python(
+        ["-m", "gunicorn", "-c", "python:app.gunicorn_conf", "--bind", f"127.0.0.1:{port}"],
+        env_factory(WORKER_CLASS="tornado"),
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("configuration error: WORKER_CLASS='tornado' is not valid: ")
+    assert "sync, gthread, gevent" in lines[0]
+    assert not helpers.is_listening(port)
+
+
+# --- a real gunicorn ---------------------------------------------------------------
+
+
+def overlapping(run, path: str, count: int) -> list[dict]:
+    """GET `path` `count` times at once; the JSON bodies."""
+    bodies: list[dict] = []
+    errors: list[BaseException] = []
+
+    def get():
+        try:
+            status, body = run.get(path)
+            assert status == 200, body
+            bodies.append(body)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=get) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=15)
+    assert not errors, errors
+    assert len(bodies) == count
+    return bodies
+
+
+def assert_concurrent(bodies: list[dict]) -> None:
+    # The server's own clocks: every request started before any finished.
+    assert max(b["started_at"] for b in bodies) < min(b["finished_at"] for b in bodies), bodies
+
+
+def wait_for_path(path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} was not created within {timeout} s"
+        time.sleep(0.05)
+
+
+def check_config_line(run, **expected) -> dict:
+    lines = run.config_lines()
+    assert len(lines) == 1, run.log.read_text()
+    line = lines[0]
+    for name, value in expected.items():
+        assert line[name] == value, (name, line)
+    assert line["bind"] == [f"127.0.0.1:{run.port}"]
+    assert line["control_socket"] == str(run.control_socket)
+    assert line["worker_tmp_dir"] == "/dev/shm"  # noqa: S108 - the value under test
+    assert line["preload_app"] is False
+    assert isinstance(line["cpus_available"], int) and line["cpus_available"] >= 1
+    return line
+
+
+def test_real_gunicorn_gthread(gunicorn):
+    with gunicorn(WORKER_CLASS="gthread", WEB_CONCURRENCY="2", GUNICORN_THREADS="3") as run:
+        check_config_line(
+            run,
+            worker_class="gthread",
+            workers=2,
+            threads=3,
+            worker_connections=1000,
+            max_concurrent_requests=6,
+        )
+        status, body = run.get("/")
+        assert status == 200
+        assert body["server"] == {
+            "server": "gunicorn",
+            "worker_class": "gthread",
+            "workers": 2,
+            "threads": 3,
+            "worker_connections": 1000,
+        }
+        assert body["pid"] != run.proc.pid  # a worker answered, not the arbiter
+        wait_for_path(run.control_socket)  # the arbiter opens it after spawning workers
+        assert_concurrent(overlapping(run, "/work/io?ms=500", 3))
+    assert run.proc.returncode == 0
+    assert "Traceback" not in run.log.read_text()
+
+
+def test_real_gunicorn_gevent(gunicorn):
+    # One worker: concurrency can only come from gevent's greenlets.
+    with gunicorn(WORKER_CLASS="gevent", WEB_CONCURRENCY="1") as run:
+        check_config_line(run, worker_class="gevent", workers=1, threads=1, max_concurrent_requests=1000)
+        status, body = run.get("/")
+        assert status == 200
+        assert body["server"]["server"] == "gunicorn"
+        assert body["server"]["worker_class"] == "gevent"
+        assert body["pid"] != run.proc.pid
+        bodies = overlapping(run, "/work/io?ms=500", 4)
+        assert len({b["pid"] for b in bodies}) == 1
+        assert_concurrent(bodies)
+    assert run.proc.returncode == 0
+    assert "Traceback" not in run.log.read_text()
