@@ -8,7 +8,9 @@ start here with one line naming it.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 
 from app import runtime
 from app.settings import SettingsError, available_cpus, load
@@ -100,3 +102,21 @@ def post_worker_init(worker) -> None:
         threads=worker.cfg.threads,
         worker_connections=worker.cfg.worker_connections,
     )
+
+
+def worker_abort(worker) -> None:
+    """A worker past its timeout. Log where every thread was stuck, then die
+    at once: left to itself, gunicorn would unwind the request with
+    SystemExit and answer it with an HTML 500 page. A closed connection
+    instead lets nginx answer with its JSON 502."""
+    stacks = []
+    for thread_id, frame in sys._current_frames().items():
+        stacks.append(f"thread {thread_id}:\n{''.join(traceback.format_stack(frame))}")
+    worker.log.critical("worker %s timed out; its threads were at:\n%s", worker.pid, "\n".join(stacks))
+    logging_flush(worker)
+    os._exit(1)
+
+
+def logging_flush(worker) -> None:
+    for handler in worker.log.error_log.handlers:
+        handler.flush()

@@ -3,6 +3,7 @@ tests and benchmarks drive (blocking I/O and pure-Python CPU)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -123,3 +124,13 @@ def work_cpu():
     while time.thread_time() < deadline:
         spins += sum(range(200))
     return timing(started_at, kind="cpu", ms=ms, spins=spins)
+
+
+@bp.post("/work/upload")
+def work_upload():
+    """Read the whole request body, as any API taking JSON or files does. A
+    client that sends its body slowly holds whoever reads it: behind nginx
+    (request buffering on) that is nginx, never a gunicorn worker."""
+    started_at = time.time()
+    body = request.get_data(cache=False)
+    return timing(started_at, kind="upload", bytes=len(body), sha256=hashlib.sha256(body).hexdigest())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -264,3 +265,19 @@ def test_fullwidth_digits_reach_the_view_as_fullwidth(app):
 
 def test_work_io_is_get_only(client):
     assert client.post("/work/io?ms=0").status_code == 405
+
+
+def test_upload_reads_the_whole_body(client):
+    body = b"0123456789" * 1000
+    response = client.post("/work/upload", data=body)
+    assert response.status_code == 200
+    payload = response.get_json()
+    assert payload["bytes"] == len(body)
+    assert payload["sha256"] == hashlib.sha256(body).hexdigest()
+    assert payload["kind"] == "upload"
+
+
+def test_upload_over_the_limit_is_413_json(client):
+    response = client.post("/work/upload", data=b"x" * (1024 * 1024 + 1))
+    assert response.status_code == 413
+    assert response.get_json()["error"]["status"] == 413

@@ -1,0 +1,69 @@
+"""Fire requests at a stack at the same moment and read, from the server's own
+timestamps, how many were in progress at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import requests
+
+
+@dataclass(frozen=True)
+class Result:
+    status: int
+    body: dict
+    client_seconds: float  # what the client waited, queueing included
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return self.body["started_at"], self.body["finished_at"]
+
+
+def fire(url: str, count: int, timeout: float = 60) -> list[Result]:
+    """GET `url` from `count` threads released together."""
+    barrier = threading.Barrier(count)
+
+    def one(_: int) -> Result:
+        with requests.Session() as session:
+            barrier.wait(timeout=30)
+            started = time.monotonic()
+            response = session.get(url, timeout=timeout)
+            waited = time.monotonic() - started
+        body = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
+        return Result(response.status_code, body, waited)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals in progress at one instant (an end and a start at
+    the same instant do not overlap)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    peak = current = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+def rounds(results: list[Result], work_seconds: float) -> int:
+    """How many waves the requests finished in: finishing times closer than
+    half the work time belong to the same wave."""
+    finished = sorted(r.body["finished_at"] for r in results)
+    waves = 1
+    for before, after in zip(finished, finished[1:], strict=False):
+        if after - before > work_seconds / 2:
+            waves += 1
+    return waves
+
+
+def cpu_parallelism(results: list[Result]) -> float:
+    """CPU time the requests burnt, divided by the wall time they spanned:
+    how many cores' worth of Python ran at once."""
+    cpu_seconds = sum(r.body["ms"] for r in results) / 1000
+    span = max(r.body["finished_at"] for r in results) - min(r.body["started_at"] for r in results)
+    return cpu_seconds / span

@@ -1,0 +1,280 @@
+"""What each worker class really delivers, measured through nginx.
+
+One stack per configuration, brought up once for the whole module. Degrees of
+concurrency are read from the server's own timestamps (tests/concurrency.py),
+so client-side scheduling noise cannot blur them; the few wall-clock bounds
+are loose and physical (one interpreter cannot burn more than one core).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from app.settings import COMPOSE_STOP_GRACE_PERIOD, NGINX_PROXY_READ_TIMEOUT
+from tests.concurrency import cpu_parallelism, fire, max_overlap, rounds
+from tests.stack import STACK_VARIABLES, Stack
+
+pytestmark = pytest.mark.integration
+
+#: Per class: the stack's settings, and K (concurrent /work/io requests) for
+#: the degree test, chosen to take two or three rounds where the class has a
+#: small fixed degree and to stay in one round for gevent.
+CONFIGURATIONS = {
+    "sync": ({"WORKER_CLASS": "sync", "WEB_CONCURRENCY": "2", "GUNICORN_TIMEOUT": "5"}, 6),
+    "gthread": (
+        {"WORKER_CLASS": "gthread", "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "8", "GUNICORN_TIMEOUT": "5"},
+        16,
+    ),
+    "gevent": ({"WORKER_CLASS": "gevent", "WEB_CONCURRENCY": "1", "GUNICORN_TIMEOUT": "5"}, 300),
+}
+IO_MS = 1000
+SLOW_CLIENTS = Path(__file__).with_name("slow_clients.py").read_text()
+
+
+@pytest.fixture(scope="module")
+def stacks(built_images):
+    """Started lazily, one per class, torn down at the end of the module."""
+    started: dict[str, Stack] = {}
+
+    def get(worker_class: str) -> Stack:
+        if worker_class not in started:
+            settings, _ = CONFIGURATIONS[worker_class]
+            started[worker_class] = Stack(f"conc-{worker_class}", **settings).up()
+        return started[worker_class]
+
+    try:
+        yield get
+    finally:
+        for stack in started.values():
+            stack.down()
+
+
+def _in_container(
+    stack: Stack, service: str, args: list[str], stdin: str = "", env: dict[str, str] | None = None, timeout: float = 60
+) -> str:
+    """`docker exec -i` in the service's container, with `env` set or overridden."""
+    env_options = [option for name, value in (env or {}).items() for option in ("-e", f"{name}={value}")]
+    result = subprocess.run(
+        ["docker", "exec", "-i", *env_options, stack.container(service).id, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    return result.stdout
+
+
+# --- 1. concurrency degree -------------------------------------------------
+
+
+@pytest.mark.parametrize("worker_class", list(CONFIGURATIONS))
+def test_io_concurrency_degree_is_what_the_effective_config_says(stacks, worker_class):
+    stack = stacks(worker_class)
+    config = stack.effective_config()
+    _, k = CONFIGURATIONS[worker_class]
+    results = fire(f"{stack.url}/work/io?ms={IO_MS}", k)
+    assert all(r.status == 200 for r in results), [r.status for r in results]
+
+    degree = max_overlap([r.interval for r in results])
+    expected = min(k, config["max_concurrent_requests"])
+    waves = rounds(results, IO_MS / 1000)
+    print(f"\n{worker_class}: {k} x {IO_MS} ms I/O -> degree {degree} (config says {expected}), {waves} round(s)")
+    assert degree == expected
+    assert waves == -(-k // expected)  # ceil(k / degree)
+
+
+def test_sync_serves_exactly_one_request_per_worker(stacks):
+    config = stacks("sync").effective_config()
+    assert config["worker_class"] == "sync"
+    assert config["max_concurrent_requests"] == config["workers"] == 2
+
+
+def test_gthread_serves_workers_times_threads(stacks):
+    config = stacks("gthread").effective_config()
+    assert config["max_concurrent_requests"] == config["workers"] * config["threads"] == 8
+
+
+def test_gevent_serves_hundreds_of_io_requests_per_worker(stacks):
+    stack = stacks("gevent")
+    assert stack.effective_config()["workers"] == 1
+    results = fire(f"{stack.url}/work/io?ms={IO_MS}", 300)
+    assert max_overlap([r.interval for r in results]) == 300
+    # One round: the slowest client waited about one request's time, not 300.
+    assert max(r.client_seconds for r in results) < 3 * IO_MS / 1000
+
+
+# --- 2. the CPU limit --------------------------------------------------------
+
+
+def test_gevent_cpu_bound_request_stalls_the_io_requests_of_its_worker(stacks):
+    stack = stacks("gevent")
+    cpu_url, io_url = f"{stack.url}/work/cpu?ms=1500", f"{stack.url}/work/io?ms=50"
+    alone = fire(io_url, 5)
+    assert max(r.client_seconds for r in alone) < 1.0
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        cpu = pool.submit(fire, cpu_url, 1)
+        time.sleep(0.3)  # the CPU request is burning by now
+        stalled = fire(io_url, 5)
+        (cpu_result,) = cpu.result()
+    cpu_end = cpu_result.body["finished_at"]
+    # None of the 50 ms waits even started until the CPU burn gave the loop back.
+    assert all(r.body["started_at"] >= cpu_end - 0.05 for r in stalled)
+    assert min(r.client_seconds for r in stalled) > 0.8
+
+
+def test_gevent_runs_cpu_bound_requests_one_at_a_time(stacks):
+    results = fire(f"{stacks('gevent').url}/work/cpu?ms=300", 4)
+    assert max_overlap([r.interval for r in results]) == 1
+    assert cpu_parallelism(results) <= 1.1
+
+
+def test_gthread_threads_overlap_but_share_one_core_of_python(stacks):
+    results = fire(f"{stacks('gthread').url}/work/cpu?ms=300", 4)
+    # All four in progress at once...
+    assert max_overlap([r.interval for r in results]) == 4
+    # ...but the GIL lets only one run Python at a time.
+    assert cpu_parallelism(results) <= 1.1
+
+
+def test_more_worker_processes_are_what_helps_cpu_bound_work(stacks):
+    stack = stacks("sync")
+    cpus = stack.effective_config()["cpus_available"]
+    if cpus < 2:
+        pytest.skip("needs 2 CPUs for 2 processes to run in parallel")
+    results = fire(f"{stack.url}/work/cpu?ms=400", 4)
+    assert max_overlap([r.interval for r in results]) == 2
+    parallelism = cpu_parallelism(results)
+    print(f"\nsync, 2 processes: {parallelism:.2f} cores of Python at once")
+    # One interpreter cannot exceed 1.0: anything clearly above is two processes at work.
+    assert parallelism > 1.3
+
+
+# --- 3. slow clients ---------------------------------------------------------
+
+
+def _slow_clients(stack: Stack, host: str, port: int, count: int = 12, hold: float = 4.0) -> dict:
+    out = _in_container(stack, "app", ["python3", "-", host, str(port), str(count), str(hold)], SLOW_CLIENTS)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_slow_clients_held_by_nginx_do_not_starve_sync_workers(stacks):
+    stack = stacks("sync")
+    # 12 slow clients against 2 sync workers, through nginx (from inside the network).
+    result = _slow_clients(stack, "nginx", 8080)
+    assert result["probe_seconds"] is not None, result
+    assert result["probe_seconds"] < 1.0, result
+    assert result["probe_status_line"].endswith("200 OK")
+
+
+def test_the_same_slow_clients_aimed_at_gunicorn_directly_tie_up_the_sync_pool(stacks):
+    stack = stacks("sync")
+    result = _slow_clients(stack, "127.0.0.1", 8000)
+    # No answer during the whole hold: both workers are stuck reading slow clients.
+    assert result["probe_seconds"] is None, result
+    # And it recovers once they are gone.
+    assert stack.get("/healthz").status_code == 200
+
+
+# --- 4. the timeout budget ---------------------------------------------------
+
+
+def _duration_seconds(value: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    total = 0.0
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", value):
+        total += float(number) * units[unit or "s"]
+    return total
+
+
+def _nginx_directive(config: str, name: str) -> list[str]:
+    return re.findall(rf"^\s*{name}\s+([^;]+);", config, flags=re.MULTILINE)
+
+
+def test_timeout_budget_is_consistent_across_nginx_gunicorn_and_compose(stacks):
+    stack = stacks("sync")
+    nginx_config = _in_container(stack, "nginx", ["nginx", "-T", "-q", "-e", "stderr"])
+    (proxy_read_timeout,) = {_duration_seconds(v) for v in _nginx_directive(nginx_config, "proxy_read_timeout")}
+    (upstream_keepalive,) = {_duration_seconds(v) for v in _nginx_directive(nginx_config, "keepalive_timeout")} - {
+        15.0  # the client-side keepalive_timeout in client-limits.conf
+    }
+    compose = stack.docker.compose.config(return_json=True)
+    stop_grace = _duration_seconds(compose["services"]["app"]["stop_grace_period"])
+    # The defaults: the same check `make config` runs, with every variable unset.
+    unset = dict.fromkeys(STACK_VARIABLES, "")
+    defaults = json.loads(_in_container(stack, "app", ["python3", "-m", "app.settings"], env=unset))
+
+    # The mirrors in app/settings.py match the real files...
+    assert proxy_read_timeout == NGINX_PROXY_READ_TIMEOUT
+    assert stop_grace == COMPOSE_STOP_GRACE_PERIOD
+    # ...and the budget holds for the defaults and for this stack.
+    for config in (defaults, stack.effective_config()):
+        assert proxy_read_timeout > config["timeout"], "nginx must outlast gunicorn's worker timeout"
+        assert stop_grace > config["graceful_timeout"], "Docker must wait for gunicorn's graceful shutdown"
+        # gunicorn's docs: behind a proxy keep connections open longer than the
+        # proxy does, so the proxy never sends on a connection being closed.
+        assert config["keepalive"] > upstream_keepalive
+
+
+@pytest.mark.parametrize(("worker_class", "path"), [("sync", "/work/io?ms=8000"), ("gevent", "/work/cpu?ms=8000")])
+def test_request_outliving_the_worker_timeout_gets_json_502_and_the_worker_is_replaced(stacks, worker_class, path):
+    stack = stacks(worker_class)
+    config = stack.effective_config()
+    assert config["timeout"] == 5
+    started = time.monotonic()
+    response = stack.get(path, timeout=30)
+    waited = time.monotonic() - started
+    print(f"\n{worker_class}: {path} answered {response.status_code} after {waited:.1f} s")
+    # Left alone the request would have answered 200 after 8 s; the worker
+    # was killed at its timeout instead, and nginx said so in JSON.
+    assert response.status_code in (502, 504)
+    assert response.json()["error"]["source"] == "nginx"
+    logs = stack.logs("app")
+    assert "WORKER TIMEOUT" in logs
+    assert "timed out; its threads were at" in logs and "in work_" in logs  # where it hung
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        workers = [p for p in stack.processes("app") if "gunicorn" in p["args"]]
+        if len(workers) == config["workers"] + 1 and stack.get("/healthz", timeout=5).status_code == 200:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the killed worker was not replaced")
+    assert stack.get("/").json()["server"]["worker_class"] == worker_class
+
+
+def test_gthread_timeout_is_a_heartbeat_not_a_request_deadline(stacks):
+    # A gthread worker's main thread keeps beating while a request thread
+    # waits, so a long I/O-bound request outlives GUNICORN_TIMEOUT=5.
+    response = stacks("gthread").get("/work/io?ms=7000", timeout=30)
+    assert response.status_code == 200
+
+
+# --- 5. sizing follows the container ---------------------------------------
+
+
+def test_default_worker_count_follows_the_container_cpu_limit_and_env_overrides_it(stacks, built_images):
+    # The sync stack sets WEB_CONCURRENCY=2 on a host whose default would differ.
+    unlimited = stacks("sync").effective_config()
+    assert unlimited["workers"] == 2 != 2 * unlimited["cpus_available"] + 1
+
+    limited = Stack("conc-cpus", APP_CPUS="1")
+    try:
+        limited.up()
+        config = limited.effective_config()
+        assert config["cpus_available"] == 1
+        assert config["workers"] == 3  # 2 x 1 CPU + 1, whatever the host has
+        gunicorn = [p for p in limited.processes("app") if "gunicorn" in p["args"]]
+        assert len(gunicorn) == 1 + 3
+        explicit = _in_container(limited, "app", ["python3", "-m", "app.settings"], env={"WEB_CONCURRENCY": "7"})
+        assert json.loads(explicit)["workers"] == 7
+    finally:
+        limited.down()
