@@ -13,7 +13,7 @@ import sys
 import traceback
 
 from app import runtime
-from app.settings import SettingsError, available_cpus, load
+from app.settings import SettingsError, available_cpus, load, max_concurrent_requests
 
 try:
     _settings = load()
@@ -77,14 +77,11 @@ EFFECTIVE_SETTINGS = (
 def effective_config(cfg) -> dict[str, object]:
     values = {name: cfg.settings[name].get() for name in EFFECTIVE_SETTINGS}
     values["worker_class"] = cfg.worker_class_str
-    per_worker = {"sync": 1, "gthread": values["threads"], "gevent": values["worker_connections"]}
-    values["max_concurrent_requests"] = values["workers"] * per_worker.get(values["worker_class"], 1)
-    values["cpus_available"] = _cpus()
+    values["max_concurrent_requests"] = max_concurrent_requests(
+        values["worker_class"], values["workers"], values["threads"], values["worker_connections"]
+    )
+    values["cpus_available"] = available_cpus()
     return values
-
-
-def _cpus() -> int:
-    return available_cpus()
 
 
 def on_starting(server) -> None:

@@ -46,18 +46,18 @@ class Settings:
 
     @property
     def max_concurrent_requests(self) -> int:
-        """How many requests the whole server works on at once, by design:
-        one per sync worker, `threads` per gthread worker, and up to
-        `worker_connections` greenlets per gevent worker."""
-        per_worker = {
-            "sync": 1,
-            "gthread": self.threads,
-            "gevent": self.worker_connections,
-        }[self.worker_class]
-        return self.workers * per_worker
+        return max_concurrent_requests(self.worker_class, self.workers, self.threads, self.worker_connections)
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "max_concurrent_requests": self.max_concurrent_requests}
+
+
+def max_concurrent_requests(worker_class: str, workers: int, threads: int, worker_connections: int) -> int:
+    """How many requests the whole server works on at once, by design: one
+    per sync worker, `threads` per gthread worker, and up to
+    `worker_connections` greenlets per gevent worker."""
+    per_worker = {"sync": 1, "gthread": threads, "gevent": worker_connections}[worker_class]
+    return workers * per_worker
 
 
 # --- CPU quota -------------------------------------------------------------
