@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-up: ## Build the images, start nginx -> gunicorn -> Flask, wait until healthy
+up: loadtest-reports ## Build the images, start nginx -> gunicorn -> Flask, wait until healthy
 	@$(COMPOSE) --profile '*' build
 	@# Fails fast, naming the variable, when a setting is invalid.
 	@$(COMPOSE) run --rm --no-deps -T app python3 -m app.settings >/dev/null
@@ -58,9 +58,56 @@ lint: $(VENV)/.installed ## ruff on the Python, Compose's own check of the compo
 	@$(VENV)/bin/ruff format --check .
 	@$(COMPOSE) config --quiet
 
-lock: $(VENV)/.installed ## Re-pin requirements/*.txt (with hashes) from requirements/*.in
+lock: $(VENV)/.installed ## Re-pin requirements/*.txt and loadtest/requirements.txt (with hashes) from the .in files
 	@$(PYTHON) -m pip install -q uv
 	@$(VENV)/bin/uv pip compile -q --universal --python-version 3.13 --generate-hashes \
 	    --custom-compile-command 'make lock' requirements/app.in -o requirements/app.txt
 	@$(VENV)/bin/uv pip compile -q --universal --python-version 3.11 --generate-hashes \
 	    --custom-compile-command 'make lock' requirements/test.in -o requirements/test.txt
+	@$(VENV)/bin/uv pip compile -q --universal --python-version 3.13 --generate-hashes \
+	    --custom-compile-command 'make lock' loadtest/requirements.in -o loadtest/requirements.txt
+
+# --- load testing (docs/loadtest.md) -------------------------------------------
+# Thresholds, users and run time: LOADTEST_* and LOCUST_* (see .env.example),
+# e.g. `LOCUST_USERS=50 LOCUST_RUN_TIME=20s make loadtest`.
+
+.PHONY: loadtest loadtest-ui loadtest-reports
+
+# Where the reports go; docker-compose.yml reads the same variable.
+LOADTEST_REPORTS_DIR := $(or $(LOADTEST_REPORTS_DIR),loadtest/reports)
+# The uid locust runs as: yours, so the reports are yours; as root, the
+# image's own unprivileged 10001 (root reads its files anyway).
+LOADTEST_UID := $(shell [ "$$(id -u)" = 0 ] && echo 10001 || id -u)
+LOADTEST_GID := $(shell [ "$$(id -u)" = 0 ] && echo 10001 || id -g)
+LOADTEST_AS := LOCUST_UID=$(LOADTEST_UID) LOCUST_GID=$(LOADTEST_GID)
+
+loadtest: ## Load-test the stack headless (30 s), print the summary, exit 1 if a threshold fails
+	@$(MAKE) --no-print-directory loadtest-reports LOADTEST_WRITER=$(LOADTEST_UID)
+	@# Starts the stack if it is down, but never recreates a running one (as
+	@# `docker compose run` would if this shell's WORKER_CLASS, say, differs
+	@# from the one it was started with): the test measures the stack as it is.
+	@$(COMPOSE) up -d --wait --wait-timeout 120 --no-recreate nginx
+	@# Distributed mode (LOCUST_WORKERS=N): the workers first; they find their
+	@# master by its service name (--use-aliases) and stop with it.
+	@rc=0; \
+	  if [ "$${LOCUST_WORKERS:-0}" != 0 ]; then \
+	    $(LOADTEST_AS) $(COMPOSE) --profile loadtest up -d --no-deps loadtest-worker || rc=$$?; fi; \
+	  [ $$rc != 0 ] || $(LOADTEST_AS) $(COMPOSE) run --rm --no-deps --use-aliases loadtest || rc=$$?; \
+	  $(COMPOSE) --profile loadtest rm -fsv loadtest-worker >/dev/null 2>&1 || true; \
+	  exit $$rc
+
+loadtest-ui: ## Serve locust's web UI on http://127.0.0.1:8089 (LOADTEST_UI_PORT); Ctrl-C stops it
+	@$(MAKE) --no-print-directory loadtest-reports LOADTEST_WRITER=$(LOADTEST_UID)
+	@echo "locust's web UI: http://127.0.0.1:$${LOADTEST_UI_PORT:-8089}/ (Ctrl-C stops it)"
+	@$(COMPOSE) up -d --wait --wait-timeout 120 --no-recreate nginx
+	@$(LOADTEST_AS) $(COMPOSE) run --rm --no-deps --service-ports loadtest-ui
+
+# The reports directory, writable by whoever locust runs as (LOADTEST_WRITER):
+# by default the image's 10001, which a plain `docker compose run loadtest`
+# uses. Only when that is not the directory's owner is it made sticky and
+# world-writable, like /tmp: every run writes new files, none overwrites.
+LOADTEST_WRITER ?= 10001
+loadtest-reports:
+	@mkdir -p $(LOADTEST_REPORTS_DIR)
+	@if [ "$$(ls -nd $(LOADTEST_REPORTS_DIR) | awk '{print $$3}')" != "$(LOADTEST_WRITER)" ]; then \
+	  chmod 1777 $(LOADTEST_REPORTS_DIR); fi

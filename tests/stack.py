@@ -25,9 +25,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 
 #: Every variable .env.example documents: scrubbed from the test process so
 #: that a developer's exported WORKER_CLASS cannot leak into a test stack.
-STACK_VARIABLES = tuple(
-    re.findall(r"^([A-Z][A-Z0-9_]*)=", (REPO / ".env.example").read_text(), flags=re.MULTILINE)
-)
+STACK_VARIABLES = tuple(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", (REPO / ".env.example").read_text(), flags=re.MULTILINE))
 
 
 @functools.cache
@@ -47,17 +45,29 @@ def free_port() -> int:
 
 
 class Stack:
-    def __init__(self, name: str, **env: str) -> None:
-        self.project = f"flask-concurrency-test-{name}"
+    def __init__(
+        self,
+        name: str,
+        *,
+        overlays: tuple[Path, ...] = (),
+        profiles: tuple[str, ...] = (),
+        project: str | None = None,
+        **env: str,
+    ) -> None:
+        """`overlays`: compose files applied over docker-compose.yml (the
+        benchmark lab's bench/compose.yml); `profiles`: the Compose profiles
+        to enable; `project`: a project name other than the tests' own."""
+        self.project = project or f"flask-concurrency-test-{name}"
         self.port = free_port()
         self.env = {**base_images(), "HTTP_PORT": str(self.port), **env}
         self._env_file = Path(tempfile.mkdtemp(prefix="stack-")) / f"{name}.env"
         self._env_file.write_text("".join(f"{k}={v}\n" for k, v in self.env.items()))
         self.docker = DockerClient(
-            compose_files=[COMPOSE_FILE],
+            compose_files=[COMPOSE_FILE, *overlays],
             compose_project_name=self.project,
             compose_project_directory=REPO,
             compose_env_files=[self._env_file],
+            compose_profiles=list(profiles),
         )
         self.session = requests.Session()
 
@@ -128,6 +138,30 @@ class Stack:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.url}/ did not answer 200 within {timeout} s")
             time.sleep(0.5)
+
+    # --- the docker compose command line ----------------------------------
+
+    def compose(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300):
+        """`docker compose ARGS` on this stack's project and env file, as a
+        CompletedProcess (exit code, stdout, stderr), for what is easier to
+        check on the command line than through python-on-whales, such as the
+        exit code and output of `run`. `env` adds variables for Compose's
+        interpolation (e.g. LOADTEST_REPORTS_DIR); `run -e` sets a container's."""
+        config = self.docker.client_config
+        command = ["docker", "compose", "--project-name", self.project, "--project-directory", str(REPO)]
+        for compose_file in config.compose_files:
+            command += ["--file", str(compose_file)]
+        for profile in config.compose_profiles or []:
+            command += ["--profile", profile]
+        command += ["--env-file", str(self._env_file), *args]
+        return subprocess.run(
+            command,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
 
 def scrub_environment() -> None:

@@ -3,6 +3,7 @@ gunicorn, never by Werkzeug's development server."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -129,6 +130,16 @@ def test_app_processes_are_a_gunicorn_master_and_its_workers(stack):
     for p in processes:
         assert "werkzeug" not in p["args"].lower()
         assert "flask run" not in p["args"] and "app.devserver" not in p["args"]
+
+
+def test_gunicorn_control_socket_is_on_the_tmpfs_and_answers(stack):
+    # gunicorn >= 25 would open it under $HOME; here it is /tmp, a tmpfs.
+    config = stack.effective_config()
+    assert config["control_socket"] == "/tmp/gunicorn.ctl"
+    answer = stack.docker.container.execute(
+        stack.container("app"), ["gunicornc", "-s", "/tmp/gunicorn.ctl", "-c", "show workers", "-j"]
+    )
+    assert json.loads(answer)["count"] == config["workers"]
 
 
 @pytest.mark.parametrize("service", ["app", "nginx"])

@@ -1,0 +1,148 @@
+"""The load test (docker compose run loadtest) against the running stack:
+short headless runs, the thresholds deciding the exit code, distributed mode.
+See docs/loadtest.md."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.loadtest
+
+#: The request names of loadtest/locustfile.py's traffic mix, one per endpoint.
+MIX = ["/", "/healthz", "/readyz", "/work/io?ms=[N]", "/work/cpu?ms=[N]", "/missing/[id] (404)"]
+
+#: Short and light: the machine may be shared.
+SHORT = {"LOCUST_USERS": "10", "LOCUST_SPAWN_RATE": "10", "LOCUST_RUN_TIME": "12s"}
+
+
+@pytest.fixture(scope="module")
+def loadtest(stack):
+    """Runs the loadtest service against the session's stack as `make
+    loadtest` does; returns (CompletedProcess with .output, reports dir)."""
+    built = stack.compose("--profile", "loadtest", "build", "--quiet", "loadtest", timeout=600)
+    assert built.returncode == 0, built.stderr
+
+    def run(tmp_path: Path, *run_args: str, workers: int = 0, **env: str):
+        reports = tmp_path / "reports"
+        reports.mkdir()
+        # As the test's own user, or the image's 10001 instead of root (which
+        # the directory must then let write).
+        uid, gid = (os.getuid(), os.getgid()) if os.getuid() != 0 else (10001, 10001)
+        if uid == 10001:
+            reports.chmod(0o1777)
+        env = {
+            "LOADTEST_REPORTS_DIR": str(reports),
+            "LOCUST_UID": str(uid),
+            "LOCUST_GID": str(gid),
+            "LOCUST_WORKERS": str(workers),
+            **env,
+        }
+        if workers:
+            started = stack.compose("--profile", "loadtest", "up", "-d", "--no-deps", "loadtest-worker", env=env)
+            assert started.returncode == 0, started.stderr
+        # --no-deps: the stack is up and healthy (the `stack` fixture) and must
+        # not be recreated under the other tests of the session.
+        result = stack.compose("run", "--rm", "-T", "--no-deps", *run_args, "loadtest", env=env, timeout=180)
+        result.output = result.stdout + result.stderr
+        return result, reports
+
+    yield run
+    stack.compose("--profile", "loadtest", "rm", "-fsv", "loadtest-worker")
+
+
+def only(reports: Path, pattern: str) -> Path:
+    (path,) = reports.glob(pattern)
+    return path
+
+
+def stats_rows(reports: Path) -> dict[str, dict[str, str]]:
+    with only(reports, "loadtest-*_stats.csv").open(newline="") as f:
+        return {row["Name"]: row for row in csv.DictReader(f)}
+
+
+def test_headless_run_passes_and_reports_every_endpoint(loadtest, tmp_path):
+    result, reports = loadtest(tmp_path, **SHORT)
+    assert result.returncode == 0, result.output
+    assert "Load test passed" in result.output
+
+    html = only(reports, "loadtest-*.html")
+    assert html.stat().st_size > 10_000
+    assert "<html" in html.read_text(encoding="utf-8").lower()
+
+    rows = stats_rows(reports)
+    assert int(rows["Aggregated"]["Request Count"]) > 0
+    assert int(rows["Aggregated"]["Failure Count"]) == 0, result.output
+    for name in MIX:
+        assert name in rows, f"no request reached {name}: {sorted(rows)}"
+        assert int(rows[name]["Request Count"]) > 0, name
+
+    summary = json.loads(only(reports, "loadtest-*_summary.json").read_text())
+    assert summary["passed"] is True
+    assert summary["failures"] == 0
+    assert summary["requests"] == int(rows["Aggregated"]["Request Count"])
+    assert all(t["passed"] for t in summary["thresholds"])
+
+
+def test_threshold_that_cannot_hold_fails_the_run_naming_it(loadtest, tmp_path):
+    # p95 within 1 ms, over a mix where /work/io alone waits 20-200 ms.
+    result, reports = loadtest(tmp_path, **{**SHORT, "LOCUST_RUN_TIME": "4s", "LOADTEST_MAX_P95_MS": "1"})
+    assert result.returncode == 1, result.output
+    assert "threshold FAILED: p95 response time" in result.output
+    assert "Load test FAILED" in result.output
+    assert "LOADTEST_MAX_P95_MS" in result.output.split("Load test FAILED", 1)[1]
+    summary = json.loads(only(reports, "loadtest-*_summary.json").read_text())
+    assert summary["passed"] is False
+    (failed,) = [t for t in summary["thresholds"] if not t["passed"]]
+    assert failed["variable"] == "LOADTEST_MAX_P95_MS"
+    assert failed["measured"] > 1
+
+
+def test_invalid_threshold_stops_before_any_request_naming_the_variable(loadtest, tmp_path):
+    result, reports = loadtest(tmp_path, LOADTEST_MIN_RPS="lots")
+    assert result.returncode == 2, result.output
+    assert "LOADTEST_MIN_RPS='lots' is not valid" in result.output
+    assert "Traceback" not in result.output
+    assert list(reports.glob("loadtest-*")) == []
+
+
+def test_only_the_stacks_nginx_can_be_targeted(loadtest, tmp_path):
+    result, reports = loadtest(tmp_path, "-e", "LOCUST_HOST=http://example.com")
+    assert result.returncode == 2, result.output
+    assert "not this stack's nginx" in result.output
+    assert list(reports.glob("loadtest-*")) == []
+
+
+def test_distributed_mode_adds_up_both_workers(loadtest, tmp_path):
+    result, reports = loadtest(tmp_path, "--use-aliases", workers=2, **SHORT)
+    assert result.returncode == 0, result.output
+    assert "master of 2 workers" in result.output
+    summary = json.loads(only(reports, "loadtest-*_summary.json").read_text())
+    assert summary["distributed"] is True
+    per_worker = summary["worker_requests"]
+    assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker
+    # The report covers both workers: its count is their sum.
+    assert summary["requests"] == sum(per_worker.values())
+    assert int(stats_rows(reports)["Aggregated"]["Request Count"]) == summary["requests"]
+    assert only(reports, "loadtest-*.html").stat().st_size > 10_000
+
+
+def test_loadtest_services_are_hardened_and_reach_only_nginx(stack):
+    result = stack.compose("--profile", "loadtest", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    for name in ("loadtest", "loadtest-worker", "loadtest-ui"):
+        service = services[name]
+        assert service["profiles"] == ["loadtest"], name
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert not service["user"].startswith("0"), name
+        assert list(service["networks"]) == ["edge"], name
+    assert services["loadtest"]["depends_on"]["nginx"]["condition"] == "service_healthy"
+    ports = services["loadtest-ui"]["ports"]
+    assert ports and all(p["host_ip"] == "127.0.0.1" for p in ports)
