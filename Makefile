@@ -58,7 +58,7 @@ lint: $(VENV)/.installed ## ruff on the Python, Compose's own check of the compo
 	@$(VENV)/bin/ruff format --check .
 	@$(COMPOSE) config --quiet
 
-lock: $(VENV)/.installed ## Re-pin requirements/*.txt and loadtest/requirements.txt (with hashes) from the .in files
+lock: $(VENV)/.installed ## Re-pin requirements/*.txt, loadtest/ and bench/loadgen/ requirements.txt (with hashes) from the .in files
 	@$(PYTHON) -m pip install -q uv
 	@$(VENV)/bin/uv pip compile -q --universal --python-version 3.13 --generate-hashes \
 	    --custom-compile-command 'make lock' requirements/app.in -o requirements/app.txt
@@ -66,6 +66,10 @@ lock: $(VENV)/.installed ## Re-pin requirements/*.txt and loadtest/requirements.
 	    --custom-compile-command 'make lock' requirements/test.in -o requirements/test.txt
 	@$(VENV)/bin/uv pip compile -q --universal --python-version 3.13 --generate-hashes \
 	    --custom-compile-command 'make lock' loadtest/requirements.in -o loadtest/requirements.txt
+	@$(VENV)/bin/uv pip compile -q --universal --python-version 3.13 --generate-hashes \
+	    --custom-compile-command 'make lock' requirements/bench.in -o requirements/bench.txt
+	@$(VENV)/bin/uv pip compile -q --universal --python-version 3.13 --generate-hashes \
+	    --custom-compile-command 'make lock' bench/loadgen/requirements.in -o bench/loadgen/requirements.txt
 
 # --- load testing (docs/loadtest.md) -------------------------------------------
 # Thresholds, users and run time: LOADTEST_* and LOCUST_* (see .env.example),
@@ -111,3 +115,19 @@ loadtest-reports:
 	@mkdir -p $(LOADTEST_REPORTS_DIR)
 	@if [ "$$(ls -nd $(LOADTEST_REPORTS_DIR) | awk '{print $$3}')" != "$(LOADTEST_WRITER)" ]; then \
 	  chmod 1777 $(LOADTEST_REPORTS_DIR); fi
+
+# --- the concurrency lab (docs/benchmarks/README.md) ---------------------------
+# Every serving configuration measured side by side, in containers
+# (bench/compose.yml). The full mode (about 15 minutes) rewrites the figures in
+# docs/benchmarks/; QUICK=1 is CI's short check of the lab itself (about two
+# minutes) and writes to .cache/bench-quick/. BENCH_ARGS passes more options
+# (`.venv/bin/python -m bench --help`), e.g. BENCH_ARGS="--configs nginx-gevent".
+
+.PHONY: bench
+
+QUICK ?=
+BENCH_ARGS ?=
+
+bench: $(VENV)/.installed ## Measure every serving configuration, write docs/benchmarks/ (QUICK=1: CI's short mode)
+	@scripts/ensure-docker.sh
+	@$(PYTHON) -m bench $(if $(filter 1 yes true,$(QUICK)),--quick) $(BENCH_ARGS)

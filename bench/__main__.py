@@ -1,0 +1,309 @@
+"""`python -m bench`: run the concurrency lab and write its figures.
+
+    .venv/bin/python -m bench                  # full mode, into docs/benchmarks/
+    .venv/bin/python -m bench --quick --out /tmp/lab   # CI's quick mode
+
+Builds the images, starts every configuration (bench/compose.yml), runs the
+matrix (interleaved repetitions), writes results.{json,md}, runs.csv,
+summary.csv and the plots, and always removes the lab's containers and
+networks at the end, also on failure or Ctrl-C. Exit status: 0 when every
+configuration served every workload without errors, 1 otherwise, 2 when the
+lab itself failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import dockerapi, report
+from bench.lab import PROJECT, Lab, LabError, scrub_environment, stderr_log
+from bench.matrix import APP_CPUS, CONFIGS, CONFIGS_BY_KEY, FULL, QUICK, Profile, workloads
+from tests.stack import REPO
+
+DEFAULT_OUT = REPO / "docs" / "benchmarks"
+#: The quick mode's figures are not the docs': they go to a scratch directory.
+QUICK_OUT = REPO / ".cache" / "bench-quick"
+
+
+def machine() -> dict:
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return ""
+
+    os_release = dict(
+        line.split("=", 1) for line in read("/etc/os-release").splitlines() if "=" in line and not line.startswith("#")
+    )
+    cpuinfo, meminfo = read("/proc/cpuinfo").splitlines(), read("/proc/meminfo").splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    mem_kib = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal")), 0)
+    version = dockerapi.server_version() or {}
+    try:
+        compose = subprocess.run(
+            ["docker", "compose", "version", "--short"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        compose = "?"
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model or platform.processor() or "?",
+        "memory_gib": mem_kib / 1024 / 1024,
+        "os": os_release.get("PRETTY_NAME", "").strip('"') or platform.system(),
+        "kernel": platform.release(),
+        "docker_engine": version.get("Version", "?"),
+        "compose": compose or "?",
+    }
+
+
+def commit() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        return sha + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI's mode: one short pass (well under 3 minutes)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"output directory (default {DEFAULT_OUT}; quick mode: {QUICK_OUT})"
+    )
+    parser.add_argument("--project", default=PROJECT, help=f"Compose project name (default {PROJECT})")
+    parser.add_argument("--repetitions", type=int, help="override the profile's repetitions")
+    parser.add_argument("--duration", type=int, help="override the profile's seconds per run")
+    parser.add_argument("--warmup", type=int, help="override the profile's warm-up seconds")
+    parser.add_argument("--configs", help=f"comma-separated subset of: {','.join(CONFIGS_BY_KEY)}")
+    parser.add_argument("--workloads", help="comma-separated subset of: fast,io,cpu,mix")
+    parser.add_argument("--no-build", action="store_true", help="use the images as they are")
+    parser.add_argument(
+        "--gunicorn-args", default="", help="extra gunicorn options for every gunicorn configuration, to try one"
+    )
+    parser.add_argument(
+        "--app-cpus", type=float, default=APP_CPUS, help=f"CPU limit of every app server container (default {APP_CPUS})"
+    )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="measure nothing: rewrite the tables and plots from the output directory's results.json",
+    )
+    parser.add_argument("--keep", action="store_true", help="leave the lab running at the end (to look around)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    base = QUICK if args.quick else FULL
+    profile = Profile(
+        name=base.name,
+        repetitions=args.repetitions or base.repetitions,
+        duration=float(args.duration or base.duration),
+        warmup=float(base.warmup if args.warmup is None else args.warmup),
+        quick=base.quick,
+    )
+    out_dir = (args.out or (QUICK_OUT if profile.quick else DEFAULT_OUT)).resolve()
+    all_workloads = workloads(profile.quick)
+    chosen_workloads = all_workloads
+    if args.workloads:
+        wanted = args.workloads.split(",")
+        chosen_workloads = tuple(w for w in all_workloads if w.key in wanted)
+    configs = CONFIGS
+    if args.configs:
+        wanted = args.configs.split(",")
+        unknown = set(wanted) - set(CONFIGS_BY_KEY)
+        if unknown:
+            stderr_log(f"unknown configuration(s): {', '.join(sorted(unknown))}")
+            return 2
+        configs = tuple(c for c in CONFIGS if c.key in wanted)
+
+    scrub_environment()
+    if args.render:
+        return render(out_dir)
+
+    # SIGTERM (CI cancelling, `kill`) tears down like Ctrl-C does.
+    def _terminate(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _terminate)
+
+    plan = [
+        (rep, workload, config)
+        for rep in range(1, profile.repetitions + 1)
+        for workload in chosen_workloads
+        # A different order each pass, so that no configuration always runs
+        # right after the same neighbour.
+        for config in _rotate([c for c in configs if c.runs(workload.key)], rep - 1)
+    ]
+    stderr_log(
+        f"concurrency lab, {profile.name} mode: {len(configs)} configurations × {len(chosen_workloads)} workloads, "
+        f"{profile.repetitions} repetition(s) of {profile.duration:.0f} s (+{profile.warmup:.0f} s warm-up): "
+        f"{len(plan)} runs; results into {out_dir}"
+    )
+    started = time.monotonic()
+    lab = Lab(
+        profile,
+        configs,
+        chosen_workloads,
+        log=stderr_log,
+        gunicorn_args=args.gunicorn_args,
+        app_cpus=args.app_cpus,
+        project=args.project,
+    )
+    runs: list[dict] = []
+    status = 0
+    try:
+        if not args.no_build:
+            lab.build()
+        lab.up()
+        described = lab.describe()
+        isolation = lab.isolation()
+        loop_started = time.monotonic()
+        for index, (rep, workload, config) in enumerate(plan, start=1):
+            result = lab.run(config, workload, rep)
+            runs.append(result)
+            elapsed = time.monotonic() - loop_started
+            eta = elapsed / index * (len(plan) - index)
+            flags = []
+            if result["errors_total"]:
+                flags.append(f"ERRORS {result['errors']}")
+            if result.get("served_share") is not None and result["served_share"] < 0.5:
+                flags.append(f"served {result['served_share']:.0%} of connections")
+            if result.get("drain_s", 0) > 2:
+                flags.append(f"waited {result['drain_s']:.0f} s for an earlier run's queue")
+            stderr_log(
+                f"[{index:3d}/{len(plan)}] pass {rep} {workload.key:4s} {config.label:40s} "
+                f"{result['rps']:9.1f} req/s  p50 {result['latency_ms']['p50']:8.1f} ms  "
+                f"p99 {result['latency_ms']['p99']:8.1f} ms  generator {_cores(result.get('generator_cpu'))}  "
+                f"app {_cores(result.get('app_cpu'))}  other {_cores(result.get('other_cpu'))}  "
+                f"eta {eta / 60:.1f} min" + (f"  [{'; '.join(flags)}]" if flags else "")
+            )
+        results = {
+            "meta": {
+                "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "profile": asdict(profile),
+                "machine": machine(),
+                "commit": commit(),
+                "gunicorn_args": args.gunicorn_args,
+                "app_cpus": args.app_cpus,
+                "elapsed_s": time.monotonic() - started,
+            },
+            "configs": [asdict(c) for c in configs],
+            "workloads": [asdict(w) for w in chosen_workloads],
+            "described": described,
+            "isolation": isolation,
+            "runs": runs,
+        }
+        results["summary"] = report.summarize(runs, configs, chosen_workloads)
+        results["ratios"] = report.ratios(runs, chosen_workloads)
+        results["targets"] = report.targets(results["ratios"])
+        written = report.write(results, out_dir)
+        written += plots(lab, results, out_dir)
+        results["meta"]["elapsed_s"] = time.monotonic() - started
+        stderr_log("")
+        stderr_log(_headline(results))
+        stderr_log("wrote " + ", ".join(str(p.relative_to(out_dir)) for p in written) + f" in {out_dir}")
+        if any(r["errors_total"] for r in runs):
+            status = 1
+    except KeyboardInterrupt:
+        stderr_log("interrupted: tearing the lab down")
+        status = 130
+    except (LabError, subprocess.SubprocessError, OSError) as exc:
+        stderr_log(f"the lab failed: {exc}")
+        status = 2
+    except Exception as exc:  # noqa: BLE001 - python-on-whales raises its own; report, tear down
+        stderr_log(f"the lab failed: {type(exc).__name__}: {exc}")
+        status = 2
+    finally:
+        if not args.keep:
+            # Ctrl-C again while tearing down would leave containers behind.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            try:
+                lab.down()
+            finally:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+    stderr_log(f"done in {(time.monotonic() - started) / 60:.1f} min, exit status {status}")
+    return status
+
+
+def render(out_dir: Path) -> int:
+    """Rewrite results.md, the CSV files, the README's tables and the plots
+    from results.json, in a throwaway load-generator container without a
+    network (the image must have been built by an earlier run)."""
+    results = json.loads((out_dir / "results.json").read_text())
+    written = report.write(results, out_dir)
+    data = subprocess.run(
+        ["docker", "run", "--rm", "-i", "--network", "none", "--read-only", "--tmpfs", "/tmp"]
+        + ["flask-concurrency/bench-loadgen:local", "python3", "/opt/bench/plots.py"],
+        input=json.dumps(results).encode(),
+        capture_output=True,
+        timeout=180,
+        check=True,
+    ).stdout
+    written += _extract_plots(data, out_dir)
+    stderr_log("wrote " + ", ".join(str(p.relative_to(out_dir)) for p in written) + f" in {out_dir}")
+    return 0
+
+
+def plots(lab: Lab, results: dict, out_dir: Path) -> list[Path]:
+    data = lab.exec("loadgen", ["python3", "/opt/bench/plots.py"], timeout=120, stdin=json.dumps(results).encode())
+    return _extract_plots(data, out_dir)
+
+
+def _extract_plots(data: bytes, out_dir: Path) -> list[Path]:
+    written = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar.getmembers():
+            if not member.isfile() or "/" in member.name or not member.name.endswith(".png"):
+                continue
+            target = out_dir / member.name
+            target.write_bytes(tar.extractfile(member).read())
+            written.append(target)
+    return written
+
+
+def _rotate(items: list, by: int) -> list:
+    if not items:
+        return items
+    by %= len(items)
+    return items[by:] + items[:by]
+
+
+def _cores(value: float | None) -> str:
+    return "  –  " if value is None else f"{value:4.2f}c"
+
+
+def _headline(results: dict) -> str:
+    lines = ["headline ratios (measured in this run):"]
+    for r in results["ratios"]:
+        if r["group"].startswith("vs the dev server") and not r["group"].endswith("(dev-single)"):
+            continue
+        lines.append(f"  {r['group']}: {r['name']}: {report._ratio(r)}")
+    lines.append("targets:")
+    for t in results["targets"]:
+        state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        value = "–" if t["measured"] is None else f"{t['measured']:.2f}"
+        lines.append(f"  [{state}] {t['target']}: {value} (threshold {t['threshold']:g})")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

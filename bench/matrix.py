@@ -1,0 +1,261 @@
+"""What the lab measures: the serving configurations, the workloads, and the
+two profiles (quick for CI, full for the docs).
+
+Everything a configuration is made of lives in bench/compose.yml; this module
+names the services the lab drives, the URL the generator aims at and how to
+describe the configuration in the results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Worker processes (gunicorn, uWSGI) and Werkzeug's processes=N: the same
+#: budget everywhere the comparison needs it. 3 is also what the project's
+#: default (2 x CPUs + 1) gives a one-CPU container.
+WORKERS = 3
+#: Threads per gthread worker (the project's default) and per uWSGI process.
+THREADS = 4
+#: gevent: greenlets per worker (gunicorn's worker_connections, uWSGI's --gevent).
+GREENLETS = 1000
+#: CPUs each app server container may use (Compose `cpus:`), the same for all.
+APP_CPUS = 2.0
+
+
+@dataclass(frozen=True)
+class Config:
+    key: str
+    label: str
+    family: str  # dev | gunicorn | nginx+gunicorn | nginx+uwsgi | host-port
+    #: Service whose container the generator runs in.
+    generator: str
+    #: The URL base, as the generator sees it.
+    base_url: str
+    #: The app server's service (per-worker load is read there) and, when
+    #: there is one, the proxy's.
+    app_service: str
+    front_service: str | None
+    settings: str
+    #: Whether the app server's workers are the children of its PID 1
+    #: (gunicorn's arbiter, uWSGI's master): per-worker load is read from them.
+    has_workers: bool = True
+    #: The workloads this configuration runs (None: all of them).
+    workloads: tuple[str, ...] | None = None
+    #: Services that must be up for this configuration.
+    services: tuple[str, ...] = field(default=())
+
+    def runs(self, workload: str) -> bool:
+        return self.workloads is None or workload in self.workloads
+
+    def all_services(self) -> tuple[str, ...]:
+        own = (self.generator, self.app_service) + ((self.front_service,) if self.front_service else ())
+        return tuple(dict.fromkeys(own + self.services))
+
+
+def _dev(key: str, port: int, label: str, settings: str) -> Config:
+    return Config(
+        key=key,
+        label=label,
+        family="dev",
+        generator="loadgen-local",
+        base_url=f"http://127.0.0.1:{port}",
+        app_service=key,
+        front_service=None,
+        settings=settings,
+        has_workers=False,
+    )
+
+
+def _gunicorn(worker_class: str, per_worker: str) -> list[Config]:
+    settings = (
+        f"gunicorn {worker_class}, {WORKERS} workers{per_worker}, project defaults otherwise "
+        "(log level warning: at either level nothing is logged per request)"
+    )
+    return [
+        Config(
+            key=f"gunicorn-{worker_class}",
+            label=f"gunicorn {worker_class} (direct)",
+            family="gunicorn",
+            generator="loadgen",
+            base_url=f"http://gunicorn-{worker_class}:8000",
+            app_service=f"gunicorn-{worker_class}",
+            front_service=None,
+            settings=settings,
+            # The mixed scenario is about the stack as deployed.
+            workloads=("fast", "io", "cpu"),
+        ),
+        Config(
+            key=f"nginx-{worker_class}",
+            label=f"nginx → gunicorn {worker_class}",
+            family="nginx+gunicorn",
+            generator="loadgen",
+            base_url=f"http://nginx-{worker_class}:8080",
+            app_service=f"gunicorn-{worker_class}",
+            front_service=f"nginx-{worker_class}",
+            settings=f"the project's nginx → {settings}",
+        ),
+    ]
+
+
+def _uwsgi(key: str, label: str, settings: str) -> Config:
+    return Config(
+        key=f"nginx-{key}",
+        label=label,
+        family="nginx+uwsgi",
+        generator="loadgen",
+        base_url=f"http://nginx-{key}:8080",
+        app_service=key,
+        front_service=f"nginx-{key}",
+        settings=settings,
+    )
+
+
+_SYNC, _GTHREAD, _GEVENT = (
+    _gunicorn("sync", ""),
+    _gunicorn("gthread", f" × {THREADS} threads"),
+    _gunicorn("gevent", f" × {GREENLETS} greenlets"),
+)
+
+CONFIGS: tuple[Config, ...] = (
+    _dev(
+        "dev-single",
+        5001,
+        "dev server threaded=False",
+        "app.run(threaded=False): Werkzeug, one process, one request at a time, HTTP/1.0",
+    ),
+    _dev(
+        "dev-threaded",
+        5002,
+        "dev server threaded=True",
+        "app.run(threaded=True): Werkzeug, a new thread per connection, HTTP/1.1 keep-alive",
+    ),
+    _dev(
+        "dev-processes",
+        5003,
+        f"dev server processes={WORKERS}",
+        f"app.run(threaded=False, processes={WORKERS}): Werkzeug, a forked process per connection, "
+        f"at most {WORKERS} at once; it answers with Connection: close, so in effect a fork per request",
+    ),
+    _SYNC[0],
+    _GTHREAD[0],
+    _GEVENT[0],
+    _SYNC[1],
+    _GTHREAD[1],
+    _GEVENT[1],
+    Config(
+        key="nginx-gthread-reuseport",
+        label="nginx → gunicorn gthread, reuse_port",
+        family="nginx+gunicorn",
+        generator="loadgen",
+        base_url="http://nginx-gthread-reuseport:8080",
+        app_service="gunicorn-gthread-reuseport",
+        front_service="nginx-gthread-reuseport",
+        settings=f"as nginx → gunicorn gthread, plus gunicorn's reuse_port (each of the {WORKERS} workers "
+        "listens on its own SO_REUSEPORT socket; the kernel spreads new connections over them)",
+        workloads=("fast", "cpu", "mix"),
+    ),
+    _uwsgi(
+        "uwsgi-threads",
+        "nginx → uWSGI threads",
+        f"nginx (uwsgi_pass) → uWSGI, master, {WORKERS} processes × {THREADS} threads, "
+        "lazy-apps, listen 1024, as uwsgi-nginx-flask runs it",
+    ),
+    _uwsgi(
+        "uwsgi-gevent",
+        "nginx → uWSGI gevent",
+        f"nginx (uwsgi_pass) → uWSGI, master, {WORKERS} processes × gevent {GREENLETS}, "
+        "monkey-patched, lazy-apps, listen 1024",
+    ),
+    Config(
+        key="hostport-gthread",
+        label="nginx → gunicorn gthread via host port",
+        family="host-port",
+        generator="loadgen-host",
+        # Filled in by the lab once Docker has picked the port.
+        base_url="http://127.0.0.1:{port}",
+        app_service="gunicorn-gthread",
+        front_service="nginx-gthread",
+        settings="as nginx → gunicorn gthread, but loaded from the host's network namespace through the "
+        "port Docker publishes on 127.0.0.1 (docker-proxy)",
+        workloads=("fast", "io"),
+    ),
+)
+
+CONFIGS_BY_KEY = {config.key: config for config in CONFIGS}
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    label: str
+    tool: str  # wrk | locust
+    path: str
+    #: wrk: open connections; locust: users.
+    concurrency: int
+    description: str
+    #: Requests/s if the server never queued (concurrency / service time), if
+    #: that is meaningful for the workload.
+    ideal_rps: float | None = None
+    #: locust: [[path, weight], ...] and the think time range in seconds.
+    mix: tuple[tuple[str, int], ...] = ()
+    think: tuple[float, float] = (0.0, 0.0)
+
+
+IO_MS = 100
+CPU_MS = 20
+MIX = (("/healthz", 70), (f"/work/io?ms={IO_MS}", 25), (f"/work/cpu?ms={CPU_MS}", 5))
+
+
+def workloads(quick: bool) -> tuple[Workload, ...]:
+    fast_c, io_c, cpu_c, users = (32, 200, 8, 50) if quick else (64, 500, 16, 200)
+    return (
+        Workload(
+            "fast",
+            "fast JSON",
+            "wrk",
+            "/healthz",
+            fast_c,
+            f"GET /healthz (a small JSON body), {fast_c} keep-alive connections",
+        ),
+        Workload(
+            "io",
+            f"I/O-bound {IO_MS} ms",
+            "wrk",
+            f"/work/io?ms={IO_MS}",
+            io_c,
+            f"GET /work/io?ms={IO_MS} (sleeps {IO_MS} ms), {io_c} connections",
+            ideal_rps=io_c / (IO_MS / 1000),
+        ),
+        Workload(
+            "cpu",
+            f"CPU-bound {CPU_MS} ms",
+            "wrk",
+            f"/work/cpu?ms={CPU_MS}",
+            cpu_c,
+            f"GET /work/cpu?ms={CPU_MS} (burns {CPU_MS} ms of CPU in Python), {cpu_c} connections",
+        ),
+        Workload(
+            "mix",
+            "mixed (locust)",
+            "locust",
+            "",
+            users,
+            f"locust, {users} users, 0.5-1 s think time; per request: "
+            + ", ".join(f"{weight} % {path}" for path, weight in MIX),
+            mix=MIX,
+            think=(0.5, 1.0),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    repetitions: int
+    duration: float
+    warmup: float
+    quick: bool
+
+
+QUICK = Profile("quick", repetitions=1, duration=1.0, warmup=0.3, quick=True)
+FULL = Profile("full", repetitions=3, duration=4.0, warmup=1.0, quick=False)

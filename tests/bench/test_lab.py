@@ -1,0 +1,156 @@
+"""The concurrency lab's own correctness, through its quick mode (`make bench
+QUICK=1`): every configuration started and served every workload without
+errors, the development servers were reachable only inside the lab, the
+output files were written and parse, and nothing was left running.
+
+Speed is not checked here: the figures of a quick run on a shared machine
+mean little. The docs' figures come from the full mode.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from bench.matrix import CONFIGS, workloads
+from tests.stack import REPO
+
+pytestmark = pytest.mark.bench
+
+#: Its own project name, so that a `make bench` running meanwhile is untouched.
+PROJECT = "flask-concurrency-bench-test"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--project", PROJECT],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    # Shown by pytest -rA / on failure: the lab's own progress lines.
+    print(result.stderr[-6000:])
+    return {"out": out, "result": result, "elapsed": elapsed}
+
+
+@pytest.fixture(scope="module")
+def results(lab):
+    assert lab["result"].returncode == 0, lab["result"].stderr[-3000:]
+    return json.loads((lab["out"] / "results.json").read_text())
+
+
+def test_the_quick_mode_runs_well_under_three_minutes_of_measuring(lab, results):
+    # The lab's own clock, build included; generous, as the machine is shared.
+    assert results["meta"]["profile"]["quick"] is True
+    assert lab["elapsed"] < 300, f"quick mode took {lab['elapsed']:.0f} s"
+
+
+def test_every_configuration_served_every_workload_without_errors(results):
+    served = {(r["config"], r["workload"]): r for r in results["runs"]}
+    for workload in workloads(quick=True):
+        for config in CONFIGS:
+            if not config.runs(workload.key):
+                continue
+            run = served.get((config.key, workload.key))
+            assert run is not None, f"{config.key} did not run {workload.key}"
+            assert run["requests"] > 0, f"{config.key} answered nothing on {workload.key}"
+            assert run["errors_total"] == 0, f"{config.key} on {workload.key}: {run['errors']}"
+    assert {c["key"] for c in results["configs"]} == {c.key for c in CONFIGS}
+
+
+def test_each_app_server_reports_the_settings_the_table_states(results):
+    described = results["described"]
+    for cls in ("sync", "gthread", "gevent"):
+        effective = described[f"gunicorn-{cls}"]["effective"]
+        assert effective["worker_class"] == cls
+        assert effective["workers"] == 3
+    assert described["gunicorn-gthread"]["effective"]["threads"] == 4
+    assert described["nginx-uwsgi-threads"]["effective"]["UWSGI_PROCESSES"] == "3"
+    assert described["nginx-uwsgi-threads"]["effective"]["UWSGI_THREADS"] == "4"
+    assert "--no-threaded" in described["dev-single"]["effective"]["command"]
+
+
+def test_dev_servers_were_reachable_only_inside_the_lab(results):
+    isolation = results["isolation"]
+    assert set(isolation) == {"dev-single", "dev-threaded", "dev-processes"}
+    for key, dev in isolation.items():
+        # In the namespace of their own generator, which has no network.
+        assert dev["network_mode"].startswith("container:"), key
+        assert dev["holder_network_mode"] == "none", key
+        assert dev["networks"] == [] and dev["addresses"] == [], key
+        assert dev["interfaces"] == ["lo"], key
+        # Nothing published, nothing listening beyond loopback.
+        assert dev["port_bindings"] == {} and dev["published_ports"] == {}, key
+        assert dev["listening"] and all(s.startswith("127.0.0.1:") for s in dev["listening"]), key
+        # And the same port on the host's loopback answers nothing.
+        assert dev["reachable_from_host"] is False, key
+
+
+def test_the_output_files_were_written_and_parse(lab, results):
+    out = lab["out"]
+    with (out / "runs.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(results["runs"])
+    assert all(float(row["rps"]) > 0 for row in rows)
+    with (out / "summary.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == len(results["summary"])
+    markdown = (out / "results.md").read_text()
+    assert "| configuration |" in markdown
+    for config in CONFIGS:
+        assert config.label in markdown
+    assert results["targets"] and results["ratios"]
+    for name in ("throughput.png", "latency.png"):
+        width, height = png_size(out / name)
+        assert width > 300 and height > 300, name
+
+
+def test_nothing_was_left_running(lab):
+    for kind in ("ps", "network ls"):
+        leftover = subprocess.run(
+            [
+                "docker",
+                *kind.split(),
+                "-aq" if kind == "ps" else "-q",
+                "--filter",
+                f"label=com.docker.compose.project={PROJECT}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert leftover == [], f"docker {kind}: {leftover}"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height of a PNG, after checking its chunks and image data."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name}: not a PNG"
+    offset, chunks, idat = 8, [], b""
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind = data[offset + 4 : offset + 8]
+        body = data[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
+        assert zlib.crc32(kind + body) == crc, f"{path.name}: bad CRC in {kind!r}"
+        chunks.append(kind)
+        if kind == b"IDAT":
+            idat += body
+        offset += 12 + length
+    assert chunks[0] == b"IHDR" and chunks[-1] == b"IEND", f"{path.name}: chunks {chunks[:3]}…"
+    assert zlib.decompress(idat), f"{path.name}: empty image data"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
