@@ -101,7 +101,8 @@ CONF
     --customize-hook='rm -rf "$1"/etc/nginx/sites-enabled/* "$1"/etc/nginx/conf.d/*' \
     --customize-hook='ln -sf /dev/stdout "$1/var/log/nginx/access.log"; ln -sf /dev/stderr "$1/var/log/nginx/error.log"' \
     --customize-hook='mkdir -p "$1/var/cache/nginx"; chown -R 101:0 "$1/etc/nginx" "$1/var/cache/nginx"; chmod -R g+w "$1/etc/nginx" "$1/var/cache/nginx"'
-  import_rootfs "$tmp/nginx.tar" "$1" "$2" --change 'USER 101' --change 'STOPSIGNAL SIGQUIT' \
+  # No STOPSIGNAL here: Docker 20.10's import refuses it (nginx/Dockerfile sets it).
+  import_rootfs "$tmp/nginx.tar" "$1" "$2" --change 'USER 101' \
     --change 'CMD ["nginx", "-g", "daemon off;"]'
 }
 
