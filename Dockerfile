@@ -6,9 +6,12 @@
 ARG PYTHON_BASE_IMAGE=python:3.13-slim
 
 FROM ${PYTHON_BASE_IMAGE} AS build
+# The lock to install: the benchmark lab's uWSGI peer builds this same image
+# with requirements/bench.txt (the app's pins plus uWSGI).
+ARG REQUIREMENTS=requirements/app.txt
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
 RUN python3 -m venv /opt/venv
-COPY requirements/app.txt /tmp/requirements.txt
+COPY ${REQUIREMENTS} /tmp/requirements.txt
 # Hash-checked and wheels only: the image gets exactly the locked artefacts
 # and needs no compiler.
 RUN /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r /tmp/requirements.txt
