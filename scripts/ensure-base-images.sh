@@ -3,13 +3,13 @@
 # used when present or pullable; when no registry answers, a Debian stand-in
 # is built with mmdebstrap from the machine's own Debian mirror, so the stack
 # still builds offline. Idempotent: stand-ins are built once and reused.
-# Writes .cache/base-images.env and prints the same two lines on stdout.
+# Prints PYTHON_BASE_IMAGE=... and NGINX_BASE_IMAGE=... on stdout, nothing
+# until both are resolved.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/lib.sh
 . "$here/lib.sh"
-cache_dir="$(dirname "$here")/.cache"
 
 PULL_TIMEOUT=${PULL_TIMEOUT:-60}
 # Tags name what is inside: trixie's python3 is 3.13, forky's nginx is 1.30
@@ -129,10 +129,8 @@ resolve() {
 }
 
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer; run scripts/ensure-docker.sh first."
-mkdir -p "$cache_dir"
 {
   resolve PYTHON_BASE_IMAGE python:3.13-slim "$PYTHON_STANDIN" build_python
   resolve NGINX_BASE_IMAGE nginxinc/nginx-unprivileged:1.30 "$NGINX_STANDIN" build_nginx
 } >"$tmp/base-images.env"
-mv "$tmp/base-images.env" "$cache_dir/base-images.env"
-cat "$cache_dir/base-images.env"
+cat "$tmp/base-images.env"
