@@ -28,9 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import dockerapi, report
-from bench.lab import PROJECT, Lab, LabError, scrub_environment, stderr_log
+from bench.lab import PROJECT, Lab, LabError, stderr_log
 from bench.matrix import APP_CPUS, CONFIGS, CONFIGS_BY_KEY, FULL, QUICK, Profile, workloads
-from tests.stack import REPO
+from harness.stack import REPO, scrub_environment
 
 DEFAULT_OUT = REPO / "docs" / "benchmarks"
 #: The quick mode's figures are not the docs': they go to a scratch directory.
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         configs = tuple(c for c in CONFIGS if c.key in wanted)
 
-    scrub_environment()
+    scrub_environment("BENCH_")
     if args.render:
         return render(out_dir)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench import dockerapi
 from bench.matrix import APP_CPUS, THREADS, WORKERS, Config, Profile, Workload
-from tests.stack import REPO, STACK_VARIABLES, Stack
+from harness.stack import REPO, Stack
 
 BENCH_COMPOSE = REPO / "bench" / "compose.yml"
 PROJECT = "flask-concurrency-bench"
@@ -594,15 +594,6 @@ def _percentile(histogram: dict[float, int], q: float) -> float:
         if seen >= rank:
             return value
     return max(histogram)
-
-
-def scrub_environment() -> None:
-    """Nothing exported in the shell (WORKER_CLASS, BENCH_*, COMPOSE_FILE,
-    COMPOSE_PROFILES, ...) may change what the lab measures: its env file
-    says everything."""
-    for name in list(os.environ):
-        if name in STACK_VARIABLES or name.startswith("BENCH_") or name.startswith("COMPOSE_"):
-            os.environ.pop(name, None)
 
 
 def stderr_log(message: str) -> None:

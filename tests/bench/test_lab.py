@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from bench.matrix import CONFIGS, workloads
-from tests.stack import REPO
+from harness.stack import REPO
 
 pytestmark = pytest.mark.bench
 

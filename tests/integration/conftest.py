@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.stack import Stack, scrub_environment
+from harness.stack import Stack, scrub_environment
 
 
 @pytest.fixture(scope="session", autouse=True)

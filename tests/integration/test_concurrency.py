@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from app.settings import COMPOSE_STOP_GRACE_PERIOD, NGINX_PROXY_READ_TIMEOUT
+from harness.stack import STACK_VARIABLES, Stack
 from tests.concurrency import cpu_parallelism, fire, max_overlap, rounds
-from tests.stack import STACK_VARIABLES, Stack
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from tests.stack import REPO, Stack, free_port
+from harness.stack import REPO, Stack, free_port
 
 pytestmark = pytest.mark.integration
 

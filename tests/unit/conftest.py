@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from app.factory import create_app
+from harness.stack import free_port  # noqa: F401 - the unit tests' too
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,13 +60,6 @@ def client(app):
 
 
 # --- subprocess helpers ------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def is_listening(port: int) -> bool:

@@ -164,6 +164,10 @@ class Stack:
         )
 
 
-def scrub_environment() -> None:
-    for name in STACK_VARIABLES + ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES"):
-        os.environ.pop(name, None)
+def scrub_environment(*prefixes: str) -> None:
+    """Nothing exported in the shell (WORKER_CLASS, COMPOSE_FILE, ...) may
+    change what a stack runs: its env file says everything. `prefixes` names
+    more families to drop (the lab's BENCH_)."""
+    for name in list(os.environ):
+        if name in STACK_VARIABLES or name.startswith(("COMPOSE_", *prefixes)):
+            os.environ.pop(name, None)
