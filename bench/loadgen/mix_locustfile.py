@@ -4,7 +4,8 @@ offered load is set by the number of users, so a server that keeps up shows
 it in low latency, and one that cannot in both throughput and latency.
 
 The paths, weights and think time come from the environment (BENCH_MIX,
-BENCH_THINK), set by the lab (bench/workloads.py).
+BENCH_THINK), which the lab (bench/lab.py) sets from the mixed workload
+defined in bench/matrix.py.
 """
 
 from __future__ import annotations
