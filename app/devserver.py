@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app import runtime
 from app.factory import DevServerRefused, create_app
 
 
@@ -28,8 +27,6 @@ def main(argv: list[str] | None = None) -> int:
         # Werkzeug serves either a thread or a process per request, not both.
         parser.error("--processes > 1 needs --no-threaded")
     app = create_app()
-    runtime.server.clear()
-    runtime.server.update(server="werkzeug-dev", threaded=args.threaded, processes=args.processes)
     try:
         app.run(host=args.host, port=args.port, threaded=args.threaded, processes=args.processes)
     except DevServerRefused as exc:

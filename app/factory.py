@@ -1,8 +1,9 @@
-"""The Flask application: a realistic stand-in for your own app.
+"""The Flask application factory gunicorn loads through `app.wsgi:application`.
 
-`create_app()` is the factory gunicorn loads through `app.wsgi:application`.
-It is never served by Werkzeug's development server outside development:
-see `app.devserver`.
+It wires the parts: JSON errors (app/errors.py), health (app/health.py), your
+views (app/views.py) and, while DEMO_ENDPOINTS is on, the demonstration
+endpoints (app/demo.py). It is never served by Werkzeug's development server
+outside development: see `app.devserver`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import errors, views
+from app import demo, errors, health, settings, views
 
 #: 1 MiB. nginx refuses larger bodies first (client_max_body_size); this is the
 #: app's own limit for when it runs behind something else.
@@ -41,12 +42,20 @@ class ProductionFlask(Flask):
 
 
 def create_app() -> Flask:
+    config = settings.load()
     app = ProductionFlask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, READINESS_CHECKS={})
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
+        READINESS_CHECKS={},
+        DEMO_MAX_WORK_MS=config.demo_max_work_ms,
+    )
     app.json.sort_keys = False
     # Exactly one trusted hop: nginx. Trusting more would let a client forge
     # its address or scheme with its own X-Forwarded-* headers.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
     errors.register(app)
+    app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)
+    if config.demo_endpoints:
+        app.register_blueprint(demo.bp)
     return app

@@ -12,8 +12,7 @@ import os
 import sys
 import traceback
 
-from app import runtime
-from app.settings import SettingsError, available_cpus, load, max_concurrent_requests
+from app.settings import SettingsError, available_cpus, gunicorn_options, load, max_concurrent_requests
 
 try:
     _settings = load()
@@ -24,19 +23,10 @@ except SettingsError as exc:
     raise SystemExit(2) from None
 
 wsgi_app = "app.wsgi:application"
-worker_class = _settings.worker_class
-workers = _settings.workers
-threads = _settings.threads
-worker_connections = _settings.worker_connections
-timeout = _settings.timeout
-graceful_timeout = _settings.graceful_timeout
-keepalive = _settings.keepalive
-max_requests = _settings.max_requests
-max_requests_jitter = _settings.max_requests_jitter
-bind = [_settings.bind]
-forwarded_allow_ips = _settings.forwarded_allow_ips
-loglevel = _settings.loglevel
-accesslog = "-" if _settings.accesslog else None
+# worker_class, workers, threads, timeouts, bind, ...: every setting in
+# app.settings.VARIABLES that is gunicorn's, under gunicorn's own name.
+_options = gunicorn_options(_settings)
+globals().update(_options)
 errorlog = "-"
 
 # The workers' heartbeat files go to a tmpfs: on an overlay or disk-backed
@@ -48,30 +38,14 @@ worker_tmp_dir = "/dev/shm"
 control_socket = "/tmp/gunicorn.ctl"
 # Loading the app in each worker after fork keeps gevent's monkey patching
 # ahead of every import of Flask and the app (preloading would import them
-# unpatched in the master). This file imports only app.settings and
-# app.runtime, which need nothing but the standard library.
+# unpatched in the master). This file imports only app.settings, which
+# needs nothing but the standard library.
 preload_app = False
 proc_name = "flask-concurrency"
 
 #: The names logged as the effective configuration, read back from gunicorn's
 #: own parsed config so that GUNICORN_CMD_ARGS or CLI flags show up too.
-EFFECTIVE_SETTINGS = (
-    "worker_class",
-    "workers",
-    "threads",
-    "worker_connections",
-    "timeout",
-    "graceful_timeout",
-    "keepalive",
-    "max_requests",
-    "max_requests_jitter",
-    "bind",
-    "forwarded_allow_ips",
-    "worker_tmp_dir",
-    "control_socket",
-    "preload_app",
-    "loglevel",
-)
+EFFECTIVE_SETTINGS = (*_options, "worker_tmp_dir", "control_socket", "preload_app")
 
 
 def effective_config(cfg) -> dict[str, object]:
@@ -88,17 +62,6 @@ def on_starting(server) -> None:
     # One JSON line, easy to grep from `docker compose logs app`: the
     # integration tests compare what they measure with it.
     print(json.dumps({"event": "gunicorn.config", **effective_config(server.cfg)}), file=sys.stderr, flush=True)
-
-
-def post_worker_init(worker) -> None:
-    runtime.server.clear()
-    runtime.server.update(
-        server="gunicorn",
-        worker_class=worker.cfg.worker_class_str,
-        workers=worker.cfg.workers,
-        threads=worker.cfg.threads,
-        worker_connections=worker.cfg.worker_connections,
-    )
 
 
 def worker_abort(worker) -> None:

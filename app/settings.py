@@ -1,31 +1,270 @@
-"""Gunicorn's settings, read from the environment in this one place.
+"""Every setting the app container reads, in this one place.
 
-Every setting is an environment variable with a documented default (the table
-in README.md mirrors VARIABLES below). Bad values raise SettingsError with a
-message that names the variable and what it accepts, so that the container
-stops at once instead of serving with a configuration nobody asked for.
+`VARIABLES` below is the single source of truth for each variable's name, its
+default and its bounds. The README's table, `.env.example` and the app's
+pass-through list in `docker-compose.yml` are checked against it by
+tests/unit/test_settings_docs.py. Bad values raise SettingsError with one line
+that names the variable and what it accepts, so that the container stops at
+once instead of serving with a configuration nobody asked for.
+
+Two values come from outside, because they are other programs' settings:
+nginx's `proxy_read_timeout` and the app's Compose `stop_grace_period`. The
+compose file writes each once (a YAML anchor) and hands it both to the program
+that owns it and to this container (NGINX_PROXY_READ_TIMEOUT,
+APP_STOP_GRACE_PERIOD); gunicorn's timeouts are bounded by them here.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 WORKER_CLASSES = ("sync", "gthread", "gevent")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
-#: nginx's proxy_read_timeout (nginx/snippets/proxy-to-app.conf) and Compose's
-#: stop_grace_period for the app (docker-compose.yml). gunicorn's timeouts must
-#: stay below them; tests/integration/test_timeout_budget.py fails if these
-#: mirrors drift from the real files.
-NGINX_PROXY_READ_TIMEOUT = 60
-COMPOSE_STOP_GRACE_PERIOD = 45
+#: Where the budget's outside values are absent (unit tests, gunicorn run by
+#: hand), gunicorn's timeouts are bounded by these, the compose file's values.
+UNBOUNDED_BUDGET = {"NGINX_PROXY_READ_TIMEOUT": 60, "APP_STOP_GRACE_PERIOD": 45}
 
 
 class SettingsError(ValueError):
-    """An environment variable holds a value gunicorn must not start with."""
+    """An environment variable holds a value the app must not start with."""
+
+
+# --- parsers: raw string -> value, or SettingsError naming the variable -------
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[str, str], int]:
+    allowed = f"a whole number >= {minimum}" if maximum is None else f"a whole number from {minimum} to {maximum}"
+
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not valid: expected {allowed}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise SettingsError(f"{name}={raw!r} is out of range: expected {allowed}")
+        return value
+
+    return parse
+
+
+def _choice(choices: tuple[str, ...], hint: str = "") -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        if raw not in choices:
+            raise SettingsError(f"{name}={raw!r} is not valid: expected one of {', '.join(choices)}{hint}")
+        return raw
+
+    return parse
+
+
+def _boolean(name: str, raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not valid: expected true or false")
+
+
+def _bind(name: str, raw: str) -> str:
+    if raw.startswith("unix:"):
+        if len(raw) > len("unix:"):
+            return raw
+    else:
+        host, sep, port = raw.rpartition(":")
+        if sep and host and port.isdigit() and 0 < int(port) < 65536:
+            return raw
+    raise SettingsError(f"{name}={raw!r} is not valid: expected HOST:PORT (e.g. 0.0.0.0:8000) or unix:PATH")
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _seconds(name: str, raw: str) -> int:
+    """A Compose or nginx duration in whole seconds: 45, 45s, 1m."""
+    match = re.fullmatch(r"(\d+)(s|m)?", raw)
+    if not match:
+        raise SettingsError(f"{name}={raw!r} is not valid: expected a duration in seconds (45s) or minutes (1m)")
+    return int(match[1]) * (60 if match[2] == "m" else 1)
+
+
+# --- the table ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable. `default` is a value, or a function of the
+    values read before it (the worker count follows the CPUs); `documented`
+    is how the README and .env.example write the default."""
+
+    name: str
+    field: str
+    parse: Callable[[str, str], object]
+    default: object
+    documented: str
+    meaning: str
+
+
+def _default_workers(values: Mapping[str, object]) -> int:
+    # gunicorn's own advice: (2 x cores) + 1, so that one worker can run while
+    # another waits on I/O. Cores the container may use, not the host's.
+    return 2 * int(values["cpus"]) + 1
+
+
+def _default_threads(values: Mapping[str, object]) -> int:
+    return 4 if values["worker_class"] == "gthread" else 1
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "WORKER_CLASS",
+        "worker_class",
+        _choice(WORKER_CLASSES, " (eventlet was removed in gunicorn 26; tornado is not served by this project)"),
+        "sync",
+        "`sync`",
+        "`sync`, `gthread` or `gevent`",
+    ),
+    Variable(
+        "WEB_CONCURRENCY",
+        "workers",
+        _integer(1, 256),
+        _default_workers,
+        "2 × CPUs + 1",
+        "worker processes; CPUs the container may use (its CPU limit), not the host's",
+    ),
+    Variable(
+        "GUNICORN_THREADS",
+        "threads",
+        _integer(1, 1024),
+        _default_threads,
+        "`4` (gthread), `1`",
+        "threads per gthread worker; refused with other classes",
+    ),
+    Variable(
+        "GUNICORN_WORKER_CONNECTIONS",
+        "worker_connections",
+        _integer(1, 100_000),
+        1000,
+        "`1000`",
+        "greenlets per gevent worker, connections per gthread worker",
+    ),
+    Variable(
+        "GUNICORN_TIMEOUT",
+        "timeout",
+        _integer(1),
+        30,
+        "`30`",
+        "worker heartbeat timeout, s; below nginx's `proxy_read_timeout`",
+    ),
+    Variable(
+        "GUNICORN_GRACEFUL_TIMEOUT",
+        "graceful_timeout",
+        _integer(1),
+        30,
+        "`30`",
+        "time to finish requests on shutdown, s; below the app's `stop_grace_period`",
+    ),
+    Variable(
+        "GUNICORN_KEEPALIVE",
+        "keepalive",
+        _integer(0, 3600),
+        75,
+        "`75`",
+        # nginx, not gunicorn, must close an idle kept-alive connection:
+        # otherwise nginx can send a request down a connection being closed.
+        "idle keep-alive from nginx, s; above nginx's upstream `keepalive_timeout` (60)",
+    ),
+    Variable(
+        "GUNICORN_MAX_REQUESTS",
+        "max_requests",
+        _integer(0),
+        0,
+        "`0`",
+        "recycle a worker after this many requests (0: never)",
+    ),
+    Variable(
+        "GUNICORN_MAX_REQUESTS_JITTER",
+        "max_requests_jitter",
+        _integer(0),
+        0,
+        "`0`",
+        "up to this many more requests before the recycle, so workers do not all restart at once",
+    ),
+    Variable(
+        "GUNICORN_LOG_LEVEL",
+        "loglevel",
+        _choice(LOG_LEVELS),
+        "info",
+        "`info`",
+        "gunicorn's log level",
+    ),
+    Variable(
+        "GUNICORN_ACCESS_LOG",
+        "accesslog",
+        _boolean,
+        False,
+        "`false`",
+        "gunicorn access log (nginx already logs every request, with upstream timings)",
+    ),
+    Variable(
+        "GUNICORN_BIND",
+        "bind",
+        _bind,
+        "0.0.0.0:8000",
+        "`0.0.0.0:8000`",
+        "`HOST:PORT` or `unix:PATH`; nginx proxies to `app:8000`",
+    ),
+    Variable(
+        "FORWARDED_ALLOW_IPS",
+        "forwarded_allow_ips",
+        _text,
+        "127.0.0.1,::1",
+        "`127.0.0.1,::1`",
+        "addresses gunicorn trusts for `X-Forwarded-Proto` (the app trusts nginx through ProxyFix)",
+    ),
+    Variable(
+        "DEMO_ENDPOINTS",
+        "demo_endpoints",
+        _boolean,
+        True,
+        "`true`",
+        "serve the demonstration endpoints (`/work/*`, `/client`, app/demo.py); `false` in your fork",
+    ),
+    Variable(
+        "DEMO_MAX_WORK_MS",
+        "demo_max_work_ms",
+        _integer(0, 59_000),
+        1000,
+        "`1000`",
+        "most milliseconds one `/work/io` or `/work/cpu` request may ask for",
+    ),
+)
+
+#: Set by the compose file, not by users: the outside ends of the timeout budget.
+BUDGET: tuple[Variable, ...] = (
+    Variable(
+        "NGINX_PROXY_READ_TIMEOUT",
+        "proxy_read_timeout",
+        _seconds,
+        UNBOUNDED_BUDGET["NGINX_PROXY_READ_TIMEOUT"],
+        "",
+        "",
+    ),
+    Variable(
+        "APP_STOP_GRACE_PERIOD",
+        "stop_grace_period",
+        _seconds,
+        UNBOUNDED_BUDGET["APP_STOP_GRACE_PERIOD"],
+        "",
+        "",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -39,10 +278,12 @@ class Settings:
     keepalive: int
     max_requests: int
     max_requests_jitter: int
-    bind: str
-    forwarded_allow_ips: str
     loglevel: str
     accesslog: bool
+    bind: str
+    forwarded_allow_ips: str
+    demo_endpoints: bool
+    demo_max_work_ms: int
 
     @property
     def max_concurrent_requests(self) -> int:
@@ -95,108 +336,64 @@ def available_cpus(
     return max(1, cpus)
 
 
-def default_workers(cpus: int) -> int:
-    # gunicorn's own advice: (2 x cores) + 1, so that one worker can run while
-    # another waits on I/O.
-    return 2 * cpus + 1
+# --- loading ---------------------------------------------------------------
 
 
-# --- parsing ---------------------------------------------------------------
+def _read(variables: tuple[Variable, ...], env: Mapping[str, str], values: dict[str, object]) -> None:
+    for variable in variables:
+        raw = env.get(variable.name, "").strip()
+        if raw:
+            values[variable.field] = variable.parse(variable.name, raw)
+        else:
+            default = variable.default
+            values[variable.field] = default(values) if callable(default) else default
 
 
-def _integer(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None) -> int:
-    raw = env.get(name, "").strip()
-    if raw == "":
-        return default
-    allowed = f"a whole number >= {minimum}" if maximum is None else f"a whole number from {minimum} to {maximum}"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not valid: expected {allowed}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        raise SettingsError(f"{name}={raw!r} is out of range: expected {allowed}")
-    return value
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...], hint: str = "") -> str:
-    raw = env.get(name, "").strip()
-    if raw == "":
-        return default
-    if raw not in choices:
-        raise SettingsError(f"{name}={raw!r} is not valid: expected one of {', '.join(choices)}{hint}")
-    return raw
-
-
-def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw == "":
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name}={raw!r} is not valid: expected true or false")
-
-
-def _bind(env: Mapping[str, str], name: str, default: str) -> str:
-    raw = env.get(name, "").strip() or default
-    if raw.startswith("unix:"):
-        if len(raw) > len("unix:"):
-            return raw
-    else:
-        host, sep, port = raw.rpartition(":")
-        if sep and host and port.isdigit() and 0 < int(port) < 65536:
-            return raw
-    raise SettingsError(f"{name}={raw!r} is not valid: expected HOST:PORT (e.g. 0.0.0.0:8000) or unix:PATH")
+def _check_combinations(values: Mapping[str, object]) -> None:
+    if values["worker_class"] != "gthread" and values["threads"] != 1:
+        # gunicorn silently turns sync into gthread when threads > 1, and gevent
+        # ignores threads: either way the class asked for is not what runs.
+        raise SettingsError(
+            f"GUNICORN_THREADS={values['threads']} only applies to WORKER_CLASS=gthread "
+            f"(WORKER_CLASS is {values['worker_class']}): unset it or switch the class"
+        )
+    # nginx must outlast gunicorn's worker timeout, so that gunicorn kills a
+    # stuck worker before nginx gives up on it; Docker must wait out the
+    # graceful shutdown before it sends SIGKILL.
+    for name, field, outer, outer_name in (
+        ("GUNICORN_TIMEOUT", "timeout", "proxy_read_timeout", "nginx's proxy_read_timeout"),
+        ("GUNICORN_GRACEFUL_TIMEOUT", "graceful_timeout", "stop_grace_period", "the app's stop_grace_period"),
+    ):
+        if values[field] >= values[outer]:  # type: ignore[operator]
+            raise SettingsError(
+                f"{name}={values[field]} is out of range: expected below {outer_name} ({values[outer]} s)"
+            )
+    if values["max_requests_jitter"] and not values["max_requests"]:
+        raise SettingsError(
+            f"GUNICORN_MAX_REQUESTS_JITTER={values['max_requests_jitter']} needs GUNICORN_MAX_REQUESTS > 0"
+        )
 
 
 def load(env: Mapping[str, str] | None = None, cpus: int | None = None) -> Settings:
     """Read and check every setting. `cpus` defaults to available_cpus()."""
     env = os.environ if env is None else env
-    worker_class = _choice(
-        env,
-        "WORKER_CLASS",
-        "sync",
-        WORKER_CLASSES,
-        hint=" (eventlet was removed in gunicorn 26; tornado is not served by this project)",
-    )
-    if cpus is None:
-        cpus = available_cpus()
-    workers = _integer(env, "WEB_CONCURRENCY", default_workers(cpus), minimum=1, maximum=256)
-    threads = _integer(env, "GUNICORN_THREADS", 4 if worker_class == "gthread" else 1, minimum=1, maximum=1024)
-    if worker_class != "gthread" and threads != 1:
-        # gunicorn silently turns sync into gthread when threads > 1, and gevent
-        # ignores threads: either way the class asked for is not what runs.
-        raise SettingsError(
-            f"GUNICORN_THREADS={threads} only applies to WORKER_CLASS=gthread "
-            f"(WORKER_CLASS is {worker_class}): unset it or switch the class"
-        )
-    worker_connections = _integer(env, "GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1, maximum=100_000)
-    timeout = _integer(env, "GUNICORN_TIMEOUT", 30, minimum=1, maximum=NGINX_PROXY_READ_TIMEOUT - 1)
-    graceful_timeout = _integer(env, "GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1, maximum=COMPOSE_STOP_GRACE_PERIOD - 1)
-    # Longer than nginx's upstream keepalive_timeout (60 s, nginx/conf.d/app.conf), so that
-    # nginx, not gunicorn, closes an idle kept-alive connection: otherwise
-    # nginx can send a request down a connection gunicorn is closing.
-    keepalive = _integer(env, "GUNICORN_KEEPALIVE", 75, minimum=0, maximum=3600)
-    max_requests = _integer(env, "GUNICORN_MAX_REQUESTS", 0, minimum=0)
-    max_requests_jitter = _integer(env, "GUNICORN_MAX_REQUESTS_JITTER", 0, minimum=0)
-    if max_requests_jitter and not max_requests:
-        raise SettingsError(f"GUNICORN_MAX_REQUESTS_JITTER={max_requests_jitter} needs GUNICORN_MAX_REQUESTS > 0")
-    return Settings(
-        worker_class=worker_class,
-        workers=workers,
-        threads=threads,
-        worker_connections=worker_connections,
-        timeout=timeout,
-        graceful_timeout=graceful_timeout,
-        keepalive=keepalive,
-        max_requests=max_requests,
-        max_requests_jitter=max_requests_jitter,
-        bind=_bind(env, "GUNICORN_BIND", "0.0.0.0:8000"),
-        forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "").strip() or "127.0.0.1,::1",
-        loglevel=_choice(env, "GUNICORN_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")),
-        accesslog=_boolean(env, "GUNICORN_ACCESS_LOG", False),
-    )
+    values: dict[str, object] = {"cpus": available_cpus() if cpus is None else cpus}
+    _read(BUDGET, env, values)
+    _read(VARIABLES, env, values)
+    _check_combinations(values)
+    return Settings(**{variable.field: values[variable.field] for variable in VARIABLES})
+
+
+#: Settings that are the app's, not gunicorn's.
+APP_FIELDS = ("demo_endpoints", "demo_max_work_ms")
+
+
+def gunicorn_options(settings: Settings) -> dict[str, object]:
+    """The settings that are gunicorn's, under gunicorn's own names and types."""
+    options = {k: v for k, v in asdict(settings).items() if k not in APP_FIELDS}
+    options["bind"] = [settings.bind]
+    options["accesslog"] = "-" if settings.accesslog else None
+    return options
 
 
 def main() -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from app.factory import create_app
+from app.settings import VARIABLES
 from harness.stack import free_port  # noqa: F401 - the unit tests' too
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,8 +48,11 @@ START_TIMEOUT = 20.0
 
 
 @pytest.fixture
-def app():
-    """A fresh app per test, so a test can register throwaway routes."""
+def app(monkeypatch):
+    """A fresh app per test, so a test can register throwaway routes; the
+    settings are the defaults, whatever the developer's shell exports."""
+    for variable in VARIABLES:
+        monkeypatch.delenv(variable.name, raising=False)
     application = create_app()
     application.config.update(TESTING=True)
     return application

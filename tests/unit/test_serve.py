@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from app import serve
@@ -38,6 +40,9 @@ def test_bad_value_exits_2_with_one_line_naming_the_variable(helpers, env_factor
 def test_valid_settings_become_gunicorn(helpers, env_factory, tmp_path):
     port = helpers.free_port()
     env = env_factory(WORKER_CLASS="sync", WEB_CONCURRENCY="1", GUNICORN_BIND=f"127.0.0.1:{port}")
-    with helpers.serving(["-m", "app.serve"], env, tmp_path / "serve.log", port) as (_, body):
-        assert body["server"]["server"] == "gunicorn"
-        assert body["server"]["workers"] == 1
+    with helpers.serving(["-m", "app.serve"], env, tmp_path / "serve.log", port) as (proc, body):
+        assert body["status"] == "ok"
+        # exec: the process the container started is gunicorn itself.
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"gunicorn" in cmdline and b"python:app.gunicorn_conf" in cmdline
+        assert '"workers": 1' in (tmp_path / "serve.log").read_text()

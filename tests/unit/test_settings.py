@@ -8,8 +8,8 @@ import pytest
 
 from app import settings
 from app.settings import (
-    COMPOSE_STOP_GRACE_PERIOD,
-    NGINX_PROXY_READ_TIMEOUT,
+    UNBOUNDED_BUDGET,
+    VARIABLES,
     SettingsError,
     available_cpus,
     cgroup_cpu_limit,
@@ -17,6 +17,9 @@ from app.settings import (
 )
 
 pytestmark = pytest.mark.unit
+
+READ_TIMEOUT = UNBOUNDED_BUDGET["NGINX_PROXY_READ_TIMEOUT"]
+GRACE = UNBOUNDED_BUDGET["APP_STOP_GRACE_PERIOD"]
 
 
 def rejected(env: dict[str, str], *fragments: str, cpus: int = 2) -> str:
@@ -49,6 +52,8 @@ def test_defaults(cpus):
     assert s.forwarded_allow_ips == "127.0.0.1,::1"
     assert s.loglevel == "info"
     assert s.accesslog is False
+    assert s.demo_endpoints is True
+    assert s.demo_max_work_ms == 1000
 
 
 @pytest.mark.parametrize(("worker_class", "threads"), [("sync", 1), ("gthread", 4), ("gevent", 1)])
@@ -65,23 +70,7 @@ def test_empty_worker_class_is_the_default(value):
 
 
 def test_empty_values_mean_defaults():
-    env = {
-        name: ""
-        for name in (
-            "WEB_CONCURRENCY",
-            "GUNICORN_THREADS",
-            "GUNICORN_WORKER_CONNECTIONS",
-            "GUNICORN_TIMEOUT",
-            "GUNICORN_GRACEFUL_TIMEOUT",
-            "GUNICORN_KEEPALIVE",
-            "GUNICORN_MAX_REQUESTS",
-            "GUNICORN_MAX_REQUESTS_JITTER",
-            "GUNICORN_BIND",
-            "FORWARDED_ALLOW_IPS",
-            "GUNICORN_LOG_LEVEL",
-            "GUNICORN_ACCESS_LOG",
-        )
-    }
+    env = {variable.name: "" for variable in VARIABLES}
     assert load(env, cpus=3) == load({}, cpus=3)
 
 
@@ -100,7 +89,10 @@ def test_every_variable_overrides():
         "FORWARDED_ALLOW_IPS": "10.0.0.2",
         "GUNICORN_LOG_LEVEL": "debug",
         "GUNICORN_ACCESS_LOG": "true",
+        "DEMO_ENDPOINTS": "false",
+        "DEMO_MAX_WORK_MS": "250",
     }
+    assert set(env) == {variable.name for variable in VARIABLES}
     s = load(env, cpus=16)
     assert s.worker_class == "gthread"
     assert s.workers == 3
@@ -115,6 +107,8 @@ def test_every_variable_overrides():
     assert s.forwarded_allow_ips == "10.0.0.2"
     assert s.loglevel == "debug"
     assert s.accesslog is True
+    assert s.demo_endpoints is False
+    assert s.demo_max_work_ms == 250
 
 
 def test_values_are_stripped():
@@ -145,15 +139,15 @@ def test_zero_keepalive_and_limits_accepted():
     s = load(
         {
             "GUNICORN_KEEPALIVE": "0",
-            "GUNICORN_TIMEOUT": str(NGINX_PROXY_READ_TIMEOUT - 1),
-            "GUNICORN_GRACEFUL_TIMEOUT": str(COMPOSE_STOP_GRACE_PERIOD - 1),
+            "GUNICORN_TIMEOUT": str(READ_TIMEOUT - 1),
+            "GUNICORN_GRACEFUL_TIMEOUT": str(GRACE - 1),
         },
         cpus=1,
     )
     assert (s.keepalive, s.timeout, s.graceful_timeout) == (
         0,
-        NGINX_PROXY_READ_TIMEOUT - 1,
-        COMPOSE_STOP_GRACE_PERIOD - 1,
+        READ_TIMEOUT - 1,
+        GRACE - 1,
     )
 
 
@@ -225,25 +219,36 @@ def test_threads_rejected_with_default_class():
     rejected({"GUNICORN_THREADS": "4"}, "GUNICORN_THREADS", "gthread")
 
 
-@pytest.mark.parametrize("value", [str(NGINX_PROXY_READ_TIMEOUT), str(NGINX_PROXY_READ_TIMEOUT + 1), "600"])
+@pytest.mark.parametrize("value", [str(READ_TIMEOUT), str(READ_TIMEOUT + 1), "600"])
 def test_timeout_must_stay_below_nginx(value):
-    rejected({"GUNICORN_TIMEOUT": value}, "GUNICORN_TIMEOUT", str(NGINX_PROXY_READ_TIMEOUT - 1))
+    rejected({"GUNICORN_TIMEOUT": value}, "GUNICORN_TIMEOUT", "proxy_read_timeout", f"({READ_TIMEOUT} s)")
+    assert load({"GUNICORN_TIMEOUT": str(READ_TIMEOUT - 1)}, cpus=1).timeout == READ_TIMEOUT - 1
 
 
-@pytest.mark.parametrize("value", [str(COMPOSE_STOP_GRACE_PERIOD), "300"])
+@pytest.mark.parametrize("value", [str(GRACE), "300"])
 def test_graceful_timeout_must_stay_below_compose_grace(value):
     env = {"GUNICORN_GRACEFUL_TIMEOUT": value}
-    rejected(env, "GUNICORN_GRACEFUL_TIMEOUT", str(COMPOSE_STOP_GRACE_PERIOD - 1))
+    rejected(env, "GUNICORN_GRACEFUL_TIMEOUT", "stop_grace_period", f"({GRACE} s)")
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [("90", 90), ("90s", 90), ("2m", 120)])
+def test_budget_follows_what_compose_hands_over(raw, seconds):
+    # The compose file passes nginx's proxy_read_timeout and the app's
+    # stop_grace_period, in Compose's duration syntax.
+    ok = {"GUNICORN_TIMEOUT": str(seconds - 1), "GUNICORN_GRACEFUL_TIMEOUT": str(seconds - 1)}
+    env = {"NGINX_PROXY_READ_TIMEOUT": raw, "APP_STOP_GRACE_PERIOD": raw}
+    s = load({**env, **ok}, cpus=1)
+    assert (s.timeout, s.graceful_timeout) == (seconds - 1, seconds - 1)
+    rejected({**env, "GUNICORN_TIMEOUT": str(seconds)}, "GUNICORN_TIMEOUT", f"({seconds} s)")
+
+
+def test_a_bad_budget_value_names_its_variable():
+    rejected({"APP_STOP_GRACE_PERIOD": "soon"}, "APP_STOP_GRACE_PERIOD", "'soon'")
 
 
 @pytest.mark.parametrize("name", ["GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_WORKER_CONNECTIONS"])
 def test_zero_rejected(name):
     rejected({name: "0"}, name)
-
-
-def test_timeout_mirrors():
-    assert NGINX_PROXY_READ_TIMEOUT == 60
-    assert COMPOSE_STOP_GRACE_PERIOD == 45
 
 
 def test_jitter_needs_max_requests():
