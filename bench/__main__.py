@@ -27,7 +27,10 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import dockerapi, report
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException
+
+from bench import report
 from bench.lab import PROJECT, Lab, LabError, stderr_log
 from bench.matrix import APP_CPUS, CONFIGS, CONFIGS_BY_KEY, FULL, QUICK, Profile, workloads
 from harness.stack import REPO, scrub_environment
@@ -50,7 +53,6 @@ def machine() -> dict:
     cpuinfo, meminfo = read("/proc/cpuinfo").splitlines(), read("/proc/meminfo").splitlines()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
     mem_kib = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal")), 0)
-    version = dockerapi.server_version() or {}
     try:
         compose = subprocess.run(
             ["docker", "compose", "version", "--short"], capture_output=True, text=True, timeout=30, check=False
@@ -63,9 +65,17 @@ def machine() -> dict:
         "memory_gib": mem_kib / 1024 / 1024,
         "os": os_release.get("PRETTY_NAME", "").strip('"') or platform.system(),
         "kernel": platform.release(),
-        "docker_engine": version.get("Version", "?"),
+        "docker_engine": _engine_version(),
         "compose": compose or "?",
     }
+
+
+def _engine_version() -> str:
+    try:
+        server = DockerClient().version().server
+    except (DockerException, OSError):
+        return "?"
+    return (server.version if server else None) or "?"
 
 
 def commit() -> str:

@@ -20,10 +20,10 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
-from bench import dockerapi
+from bench import cpu
+from bench.cpu import Snapshot
 from bench.matrix import APP_CPUS, THREADS, WORKERS, Config, Profile, Workload
 from harness.stack import REPO, Stack
 
@@ -37,25 +37,6 @@ WRK_THREADS = 2
 WRK_TIMEOUT_S = 60
 #: A server still draining an earlier run's queue must answer within this.
 DRAIN_TIMEOUT_S = 120
-
-#: Reads, in an app server's container, the CPU ticks of PID 1's children
-#: (gunicorn's or uWSGI's workers).
-_WORKER_TICKS = r"""
-import json, os
-ticks = {}
-for pid in os.listdir("/proc"):
-    if not pid.isdigit():
-        continue
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        continue
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if fields[1] == "1":
-        ticks[pid] = int(fields[11]) + int(fields[12])
-print(json.dumps({"hz": os.sysconf("SC_CLK_TCK"), "ticks": ticks}))
-"""
 
 _READY = r"""
 import sys, time, urllib.request
@@ -88,27 +69,6 @@ print(time.monotonic() - started)
 
 class LabError(RuntimeError):
     pass
-
-
-@dataclass
-class Snapshot:
-    at: float
-    cpu_ns: dict[str, int | None]
-    worker_ticks: dict[str, int] | None
-    hz: int
-    host_busy: float | None  # seconds of busy CPU on this machine so far
-
-
-def host_busy_seconds() -> float | None:
-    """Busy CPU time of this machine (all cores) from /proc/stat, if the
-    engine runs here; None elsewhere."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 class Lab:
@@ -184,13 +144,13 @@ class Lab:
             raise LabError(f"not started: {', '.join(missing)}")
         for service in services:
             pid = self.stack.docker.container.inspect(self._ids[service]).state.pid
-            cpu_file = dockerapi.cgroup_cpu_file(pid)
+            cpu_file = cpu.cgroup_cpu_file(pid)
             if cpu_file is not None:
                 self._cpu_files[service] = cpu_file
         for config in self.configs:
             if config.has_workers and config.app_service not in self._host_pids:
                 pid = self.stack.docker.container.inspect(self._ids[config.app_service]).state.pid
-                if _is_local_server(pid):
+                if cpu.is_local_server(pid):
                     self._host_pids[config.app_service] = pid
         if "nginx-gthread" in services:
             ports = self.stack.docker.container.inspect(self._ids["nginx-gthread"]).network_settings.ports
@@ -311,10 +271,7 @@ class Lab:
         return float(out.decode().strip())
 
     def cpu_ns(self, service: str) -> int | None:
-        cpu_file = self._cpu_files.get(service)
-        if cpu_file is not None:
-            return dockerapi.read_cgroup_cpu_ns(cpu_file)
-        return dockerapi.cpu_ns(self.container_id(service))
+        return cpu.container_cpu_ns(self.stack.docker, self.container_id(service), self._cpu_files.get(service))
 
     def snapshot(self, config: Config) -> Snapshot:
         services = [config.generator, config.app_service] + ([config.front_service] if config.front_service else [])
@@ -323,17 +280,17 @@ class Lab:
             host_pid = self._host_pids.get(config.app_service)
             workers = None
             if config.has_workers and host_pid is None:
-                workers = pool.submit(self.exec, config.app_service, ["python3", "-c", _WORKER_TICKS], 30)
+                workers = pool.submit(self.exec, config.app_service, ["python3", "-c", cpu.WORKER_TICKS_INSIDE], 30)
             at = time.monotonic()
-            host = host_busy_seconds()
+            host = cpu.host_busy_seconds()
             ticks, hz = None, os.sysconf("SC_CLK_TCK")
             if host_pid is not None:
-                ticks = _children_ticks(host_pid)
-            cpu = {s: f.result() for s, f in cpu_futures.items()}
+                ticks = cpu.children_ticks(host_pid)
+            cpu_ns = {s: f.result() for s, f in cpu_futures.items()}
             if workers is not None:
                 data = json.loads(workers.result())
                 ticks, hz = data["ticks"], data["hz"]
-        return Snapshot(at=at, cpu_ns=cpu, worker_ticks=ticks, hz=hz, host_busy=host)
+        return Snapshot(at=at, cpu_ns=cpu_ns, worker_ticks=ticks, hz=hz, host_busy=host)
 
     def wrk(self, config: Config, workload: Workload, connections: int, seconds: int) -> dict:
         args = [
@@ -433,7 +390,7 @@ class Lab:
             tool=workload.tool,
             drain_s=round(drain, 3),
             started_at=time.time(),
-            **measure(config, before, after, load_seconds, result["requests"]),
+            **cpu.measure(config, before, after, load_seconds, result["requests"]),
         )
         errors = result["errors"]
         result["errors_total"] = sum(errors.values())
@@ -458,33 +415,6 @@ def _connects(host: str, port: int) -> bool:
         return False
 
 
-def _is_local_server(pid: int) -> bool:
-    """Whether `pid` (a container's PID 1 as the engine reports it) is a
-    process on this machine, that is gunicorn's arbiter or uWSGI's master."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return False
-    return b"gunicorn" in cmdline or b"uwsgi" in cmdline or b"app.serve" in cmdline
-
-
-def _children_ticks(pid: int) -> dict[str, int] | None:
-    """CPU ticks (user + system) of each child of `pid`, read from /proc."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return None
-    ticks = {}
-    for child in children:
-        try:
-            stat = Path(f"/proc/{child}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        ticks[child] = int(fields[11]) + int(fields[12])
-    return ticks
-
-
 def _listening(proc_net_tcp: str) -> list[str]:
     """host:port of the LISTEN sockets in /proc/net/tcp{,6} text."""
     sockets = []
@@ -499,47 +429,6 @@ def _listening(proc_net_tcp: str) -> list[str]:
             host = "::1" if address.endswith("01000000") and set(address[:24]) == {"0"} else f"[{address}]"
         sockets.append(f"{host}:{int(port, 16)}")
     return sorted(set(sockets))
-
-
-def measure(config: Config, before: Snapshot, after: Snapshot, load_seconds: float, requests: int) -> dict:
-    """CPU each part used during the run, in cores (over the seconds the load
-    lasted: the snapshots around it add a little idle time), and per request
-    in milliseconds, and how evenly the app server's workers shared the work."""
-    wall = load_seconds
-
-    def cores(service: str | None) -> float | None:
-        if service is None:
-            return None
-        a, b = before.cpu_ns.get(service), after.cpu_ns.get(service)
-        if a is None or b is None:
-            return None
-        return round((b - a) / 1e9 / wall, 3)
-
-    out: dict[str, object] = {
-        "generator_cpu": cores(config.generator),
-        "app_cpu": cores(config.app_service),
-        "front_cpu": cores(config.front_service),
-    }
-    for part in ("generator", "app", "front"):
-        used = out[f"{part}_cpu"]
-        if used is not None and requests:
-            out[f"{part}_cpu_ms_per_request"] = round(used * wall * 1000 / requests, 3)
-    if before.host_busy is not None and after.host_busy is not None:
-        window = after.at - before.at
-        busy = (after.host_busy - before.host_busy) / window
-        out["host_busy"] = round(busy, 3)
-        ours = sum(v for v in (out["generator_cpu"], out["app_cpu"], out["front_cpu"]) if v is not None)
-        # What else kept this machine busy meanwhile (other containers,
-        # other users, docker-proxy), over the same window: high values
-        # mean a disturbed run.
-        out["other_cpu"] = round(max(0.0, busy - ours * wall / window), 3)
-    if before.worker_ticks is not None and after.worker_ticks is not None:
-        deltas = [after.worker_ticks[pid] - before.worker_ticks.get(pid, 0) for pid in after.worker_ticks]
-        total = sum(deltas)
-        out["worker_cpu_s"] = [round(d / after.hz, 2) for d in sorted(deltas, reverse=True)]
-        if total > 0:
-            out["busiest_worker_share"] = round(max(deltas) / total, 3)
-    return out
 
 
 def summarize_locust(stats: list[dict], users: int, seconds: int) -> dict:
