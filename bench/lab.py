@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import socket
 import subprocess
@@ -22,19 +21,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench import cpu
+from python_on_whales import Container
+
+from bench import cpu, generators
 from bench.cpu import Snapshot
 from bench.matrix import APP_CPUS, THREADS, WORKERS, Config, Profile, Workload
 from harness.stack import REPO, Stack
 
 BENCH_COMPOSE = REPO / "bench" / "compose.yml"
 PROJECT = "flask-concurrency-bench"
-#: wrk's threads: one per core of this 2-core reference machine, which is
-#: what its docs advise.
-WRK_THREADS = 2
-#: Slowest answer a run records. Longer than any run, so that wrk records
-#: every answer it gets (it drops slower ones into a "timeout" count).
-WRK_TIMEOUT_S = 60
 #: A server still draining an earlier run's queue must answer within this.
 DRAIN_TIMEOUT_S = 120
 
@@ -86,18 +81,7 @@ class Lab:
         self.configs = configs
         self.workloads = workloads
         self.log = log
-        self.stack = Stack(
-            "bench",
-            overlays=(BENCH_COMPOSE,),
-            profiles=("bench",),
-            project=project,
-            BENCH_WORKERS=str(WORKERS),
-            BENCH_THREADS=str(THREADS),
-            BENCH_APP_CPUS=str(app_cpus),
-            # Extra gunicorn options for every gunicorn configuration (to try
-            # a setting before changing app/gunicorn_conf.py).
-            BENCH_GUNICORN_CMD_ARGS=gunicorn_args,
-        )
+        self.stack = _bench_stack(project, gunicorn_args, app_cpus)
         self.app_cpus = app_cpus
         self._ids: dict[str, str] = {}
         #: App servers' PID 1 as this machine sees it, when the engine runs
@@ -128,9 +112,18 @@ class Lab:
         services = self.services()
         self.log(f"starting {len(services)} containers: {', '.join(services)}")
         started = time.monotonic()
+        self._start(services)
+        self._find_cgroup_cpu_files(services)
+        self._find_local_app_servers()
+        self.host_port = self._published_port(services)
+        self.wait_ready()
+        self.log(f"all up and answering in {time.monotonic() - started:.0f} s")
+
+    def _start(self, services: list[str]) -> None:
+        """Start the containers and learn their ids."""
         self.stack.docker.compose.up(
             # Not --wait: Compose refuses to wait on containers whose health
-            # check is disabled. wait_ready() below waits for what matters.
+            # check is disabled. wait_ready() waits for what matters.
             services=services,
             detach=True,
             quiet=True,
@@ -142,22 +135,29 @@ class Lab:
         missing = [s for s in services if s not in self._ids]
         if missing:
             raise LabError(f"not started: {', '.join(missing)}")
+
+    def _find_cgroup_cpu_files(self, services: list[str]) -> None:
+        """The containers' CPU counters this machine can read directly (the
+        fast path: see cpu.container_cpu_ns)."""
         for service in services:
-            pid = self.stack.docker.container.inspect(self._ids[service]).state.pid
-            cpu_file = cpu.cgroup_cpu_file(pid)
+            cpu_file = cpu.cgroup_cpu_file(self.inspect(service).state.pid)
             if cpu_file is not None:
                 self._cpu_files[service] = cpu_file
+
+    def _find_local_app_servers(self) -> None:
+        """The app servers whose workers this machine's /proc shows."""
         for config in self.configs:
             if config.has_workers and config.app_service not in self._host_pids:
-                pid = self.stack.docker.container.inspect(self._ids[config.app_service]).state.pid
+                pid = self.inspect(config.app_service).state.pid
                 if cpu.is_local_server(pid):
                     self._host_pids[config.app_service] = pid
-        if "nginx-gthread" in services:
-            ports = self.stack.docker.container.inspect(self._ids["nginx-gthread"]).network_settings.ports
-            bindings = ports.get("8080/tcp") or []
-            self.host_port = int(bindings[0]["HostPort"]) if bindings else None
-        self.wait_ready()
-        self.log(f"all up and answering in {time.monotonic() - started:.0f} s")
+
+    def _published_port(self, services: list[str]) -> int | None:
+        """The host port of the "via host port" configuration's nginx."""
+        if "nginx-gthread" not in services:
+            return None
+        bindings = self.inspect("nginx-gthread").network_settings.ports.get("8080/tcp") or []
+        return int(bindings[0]["HostPort"]) if bindings else None
 
     def wait_ready(self, timeout: float = 120) -> None:
         """Until every configuration answers GET /healthz 200 from its own
@@ -177,21 +177,31 @@ class Lab:
     def container_id(self, service: str) -> str:
         return self._ids[service]
 
+    def inspect(self, service: str) -> Container:
+        return self.stack.docker.container.inspect(self.container_id(service))
+
     def exec(self, service: str, args: list[str], timeout: float, stdin: bytes | None = None) -> bytes:
-        interactive = ["-i"] if stdin is not None else []
-        result = subprocess.run(
-            ["docker", "exec", *interactive, self.container_id(service), *args],
-            input=stdin,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
+        """stdout of `docker exec` in the service's container; LabError when
+        the command fails. Bytes, as the plots come back as a tar archive."""
+        result = self._docker_exec(service, args, timeout, stdin)
         if result.returncode != 0:
             raise LabError(
                 f"{service}: {shlex.join(args)[:200]} exited {result.returncode}: "
                 f"{result.stderr.decode(errors='replace').strip()[-800:]}"
             )
         return result.stdout
+
+    def _docker_exec(
+        self, service: str, args: list[str], timeout: float, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        interactive = ["-i"] if stdin is not None else []
+        return subprocess.run(
+            ["docker", "exec", *interactive, self.container_id(service), *args],
+            input=stdin,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def url(self, config: Config, path: str) -> str:
         base = config.base_url
@@ -208,181 +218,77 @@ class Lab:
         described = {}
         for config in self.configs:
             entry: dict[str, object] = {"settings": config.settings, "app_cpus": self.app_cpus}
-            if config.app_service.startswith("gunicorn-"):
-                logs = self.stack.docker.compose.logs(services=[config.app_service], no_log_prefix=True)
-                lines = [line for line in logs.splitlines() if '"event": "gunicorn.config"' in line]
-                if lines:
-                    effective = json.loads(lines[-1])
-                    effective.pop("event", None)
-                    env = self.stack.docker.container.inspect(self.container_id(config.app_service)).config.env
-                    extra = next((e.split("=", 1)[1] for e in env if e.startswith("GUNICORN_CMD_ARGS=")), "")
-                    if extra.strip():
-                        effective["GUNICORN_CMD_ARGS"] = extra.strip()
-                    entry["effective"] = effective
-            elif config.app_service.startswith("uwsgi-"):
-                env = self.stack.docker.container.inspect(self.container_id(config.app_service)).config.env
-                entry["effective"] = dict(e.split("=", 1) for e in env if e.startswith("UWSGI_"))
-            else:
-                cmd = self.stack.docker.container.inspect(self.container_id(config.app_service)).config.cmd
-                entry["effective"] = {"command": shlex.join(cmd)}
+            effective = self._effective_settings(config.app_service)
+            if effective is not None:
+                entry["effective"] = effective
             described[config.key] = entry
         return described
+
+    def _effective_settings(self, service: str) -> dict | None:
+        if service.startswith("gunicorn-"):
+            return self._gunicorn_settings(service)
+        if service.startswith("uwsgi-"):
+            return {k: v for k, v in self._environment(service).items() if k.startswith("UWSGI_")}
+        # A development server: its command line says everything.
+        return {"command": shlex.join(self.inspect(service).config.cmd)}
+
+    def _gunicorn_settings(self, service: str) -> dict | None:
+        """What gunicorn logged as its effective configuration, plus the
+        extra options the lab handed it (--gunicorn-args); None if it logged
+        nothing."""
+        logs = self.stack.docker.compose.logs(services=[service], no_log_prefix=True)
+        lines = [line for line in logs.splitlines() if '"event": "gunicorn.config"' in line]
+        if not lines:
+            return None
+        effective = json.loads(lines[-1])
+        effective.pop("event", None)
+        extra = self._environment(service).get("GUNICORN_CMD_ARGS", "").strip()
+        if extra:
+            effective["GUNICORN_CMD_ARGS"] = extra
+        return effective
+
+    def _environment(self, service: str) -> dict[str, str]:
+        return {name: value for name, _, value in (e.partition("=") for e in self.inspect(service).config.env or [])}
 
     def isolation(self) -> dict[str, dict]:
         """For each development server: how it is networked, what it
         publishes, and which interfaces its network namespace has."""
-        report = {}
-        for config in self.configs:
-            if config.family != "dev":
-                continue
-            inspected = self.stack.docker.container.inspect(self.container_id(config.app_service))
-            holder = self.stack.docker.container.inspect(self.container_id(config.generator))
-            interfaces = self.exec(config.app_service, ["cat", "/proc/net/dev"], timeout=30).decode()
-            names = sorted(line.split(":")[0].strip() for line in interfaces.splitlines()[2:] if ":" in line)
-            listening = self.exec(config.app_service, ["cat", "/proc/net/tcp", "/proc/net/tcp6"], timeout=30).decode()
-            port = int(config.base_url.rsplit(":", 1)[1])
-            report[config.key] = {
-                "network_mode": inspected.host_config.network_mode,
-                "shares_namespace_of": config.generator,
-                "holder_network_mode": holder.host_config.network_mode,
-                "networks": sorted((inspected.network_settings.networks or {}).keys()),
-                "port_bindings": {k: v for k, v in (inspected.host_config.port_bindings or {}).items() if v},
-                "published_ports": {k: v for k, v in (inspected.network_settings.ports or {}).items() if v},
-                "interfaces": names,
-                "listening": _listening(listening),
-                # The same port on this machine's loopback: nothing may answer.
-                "reachable_from_host": _connects("127.0.0.1", port),
-                "addresses": sorted(
-                    n.ip_address for n in (inspected.network_settings.networks or {}).values() if n.ip_address
-                ),
-            }
-        return report
+        return {config.key: self._isolation_of(config) for config in self.configs if config.family == "dev"}
+
+    def _isolation_of(self, config: Config) -> dict:
+        inspected = self.inspect(config.app_service)
+        networks = inspected.network_settings.networks or {}
+        port = int(config.base_url.rsplit(":", 1)[1])
+        return {
+            "network_mode": inspected.host_config.network_mode,
+            "shares_namespace_of": config.generator,
+            "holder_network_mode": self.inspect(config.generator).host_config.network_mode,
+            "networks": sorted(networks.keys()),
+            "port_bindings": {k: v for k, v in (inspected.host_config.port_bindings or {}).items() if v},
+            "published_ports": {k: v for k, v in (inspected.network_settings.ports or {}).items() if v},
+            "interfaces": self._interfaces(config.app_service),
+            "listening": _listening(self._read(config.app_service, "/proc/net/tcp", "/proc/net/tcp6")),
+            # The same port on this machine's loopback: nothing may answer.
+            "reachable_from_host": _connects("127.0.0.1", port),
+            "addresses": sorted(n.ip_address for n in networks.values() if n.ip_address),
+        }
+
+    def _interfaces(self, service: str) -> list[str]:
+        """The network interfaces in the service's namespace (/proc/net/dev)."""
+        lines = self._read(service, "/proc/net/dev").splitlines()[2:]
+        return sorted(line.split(":")[0].strip() for line in lines if ":" in line)
+
+    def _read(self, service: str, *paths: str) -> str:
+        return self.exec(service, ["cat", *paths], timeout=30).decode()
 
     # --- one run -------------------------------------------------------------
 
-    def drain(self, config: Config) -> float:
-        """Wait until the server answers again: an overloaded earlier run can
-        leave it a queue of requests whose clients have gone."""
-        out = self.exec(
-            config.generator,
-            ["python3", "-c", _PROBE, self.url(config, "/healthz"), str(DRAIN_TIMEOUT_S)],
-            timeout=DRAIN_TIMEOUT_S + 30,
-        )
-        return float(out.decode().strip())
-
-    def cpu_ns(self, service: str) -> int | None:
-        return cpu.container_cpu_ns(self.stack.docker, self.container_id(service), self._cpu_files.get(service))
-
-    def snapshot(self, config: Config) -> Snapshot:
-        services = [config.generator, config.app_service] + ([config.front_service] if config.front_service else [])
-        with ThreadPoolExecutor(max_workers=len(services) + 1) as pool:
-            cpu_futures = {s: pool.submit(self.cpu_ns, s) for s in services}
-            host_pid = self._host_pids.get(config.app_service)
-            workers = None
-            if config.has_workers and host_pid is None:
-                workers = pool.submit(self.exec, config.app_service, ["python3", "-c", cpu.WORKER_TICKS_INSIDE], 30)
-            at = time.monotonic()
-            host = cpu.host_busy_seconds()
-            ticks, hz = None, os.sysconf("SC_CLK_TCK")
-            if host_pid is not None:
-                ticks = cpu.children_ticks(host_pid)
-            cpu_ns = {s: f.result() for s, f in cpu_futures.items()}
-            if workers is not None:
-                data = json.loads(workers.result())
-                ticks, hz = data["ticks"], data["hz"]
-        return Snapshot(at=at, cpu_ns=cpu_ns, worker_ticks=ticks, hz=hz, host_busy=host)
-
-    def wrk(self, config: Config, workload: Workload, connections: int, seconds: int) -> dict:
-        args = [
-            "wrk",
-            f"-t{min(WRK_THREADS, connections)}",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            f"--timeout={WRK_TIMEOUT_S}s",
-            "-s",
-            "/opt/bench/report.lua",
-            self.url(config, workload.path),
-        ]
-        out = self.exec(config.generator, args, timeout=seconds + 60).decode()
-        match = re.search(r"^BENCH_JSON (.*)$", out, flags=re.MULTILINE)
-        if not match:
-            raise LabError(f"wrk printed no result: {out[-500:]}")
-        raw = json.loads(match.group(1))
-        errors = raw["errors"]
-        latency = raw["latency_us"]
-        seconds_run = raw["duration_us"] / 1e6
-        return {
-            "requests": raw["requests"],
-            "seconds": seconds_run,
-            "rps": raw["requests"] / seconds_run,
-            "errors": errors,
-            "latency_ms": {k: latency[k] / 1000 for k in ("p50", "p90", "p99", "p999", "max", "mean")},
-            "connections": connections,
-        }
-
-    def locust(self, config: Config, workload: Workload, seconds: int, spawn_seconds: int) -> dict:
-        users = workload.concurrency
-        args = [
-            "locust",
-            "-f",
-            "/opt/bench/mix_locustfile.py",
-            "--headless",
-            "--users",
-            str(users),
-            "--spawn-rate",
-            str(max(1, users // spawn_seconds)),
-            "--run-time",
-            f"{seconds + spawn_seconds}s",
-            # The figures count from the moment every user is running.
-            "--reset-stats",
-            "--stop-timeout",
-            "0",
-            "--host",
-            self.url(config, ""),
-            "--json",
-            "--only-summary",
-            "--loglevel",
-            "WARNING",
-        ]
-        env = [
-            "env",
-            f"BENCH_MIX={json.dumps([list(m) for m in workload.mix])}",
-            f"BENCH_THINK={workload.think[0]},{workload.think[1]}",
-        ]
-        result = subprocess.run(
-            ["docker", "exec", self.container_id(config.generator), *env, *args],
-            capture_output=True,
-            timeout=seconds + spawn_seconds + 60,
-            check=False,
-        )
-        # locust exits 1 when a request failed; the figures say how many.
-        if result.returncode not in (0, 1):
-            raise LabError(f"locust exited {result.returncode}: {result.stderr.decode(errors='replace')[-800:]}")
-        stats = json.loads(result.stdout.decode())
-        return summarize_locust(stats, users, seconds)
-
     def run(self, config: Config, workload: Workload, rep: int) -> dict:
-        drain = 0.0
-        if config.app_service in self._backlogged:
-            drain = self.drain(config)
-            self._backlogged.discard(config.app_service)
-        seconds = max(1, round(self.profile.duration))
-        warmup = round(self.profile.warmup)
+        drain = self._drain_if_backlogged(config)
         if workload.tool == "wrk":
-            if warmup > 0:
-                # Few connections, so that an overloaded server is not left a
-                # long queue of abandoned requests just before it is measured.
-                self.wrk(config, workload, min(4, workload.concurrency), warmup)
-            before = self.snapshot(config)
-            result = self.wrk(config, workload, workload.concurrency, seconds)
-            after = self.snapshot(config)
-            load_seconds = result["seconds"]
+            result, before, after, load_seconds = self._run_wrk(config, workload)
         else:
-            spawn = max(1, warmup)
-            before = self.snapshot(config)
-            result = self.locust(config, workload, seconds, spawn)
-            after = self.snapshot(config)
-            load_seconds = seconds + spawn
+            result, before, after, load_seconds = self._run_locust(config, workload)
         result.update(
             rep=rep,
             config=config.key,
@@ -392,19 +298,119 @@ class Lab:
             started_at=time.time(),
             **cpu.measure(config, before, after, load_seconds, result["requests"]),
         )
-        errors = result["errors"]
-        result["errors_total"] = sum(errors.values())
-        # Little's law: requests in progress on average, over the
-        # connections (users) the generator had open. Far below 1 means
-        # many connections waited the whole run without an answer.
+        result["errors_total"] = sum(result["errors"].values())
         if workload.tool == "wrk":
-            in_progress = result["rps"] * result["latency_ms"]["mean"] / 1000
-            result["served_share"] = min(1.0, in_progress / workload.concurrency)
+            result["served_share"] = served_share(result, workload.concurrency)
         # Clients that gave up (the run's end) may have left requests queued:
         # the server's next run first waits until it answers again.
         if workload.tool == "locust" or result.get("served_share", 1.0) < 0.95 or result["errors_total"]:
             self._backlogged.add(config.app_service)
         return result
+
+    def _drain_if_backlogged(self, config: Config) -> float:
+        """Seconds waited for the server to answer again (0 if it had no
+        reason not to): an overloaded earlier run can leave it a queue of
+        requests whose clients have gone."""
+        if config.app_service not in self._backlogged:
+            return 0.0
+        out = self.exec(
+            config.generator,
+            ["python3", "-c", _PROBE, self.url(config, "/healthz"), str(DRAIN_TIMEOUT_S)],
+            timeout=DRAIN_TIMEOUT_S + 30,
+        )
+        self._backlogged.discard(config.app_service)
+        return float(out.decode().strip())
+
+    def _run_wrk(self, config: Config, workload: Workload) -> tuple[dict, Snapshot, Snapshot, float]:
+        """A warm-up, then the measured run between two snapshots; the
+        figures, the snapshots and the seconds the load lasted."""
+        warmup = round(self.profile.warmup)
+        if warmup > 0:
+            # Few connections, so that an overloaded server is not left a
+            # long queue of abandoned requests just before it is measured.
+            self.wrk(config, workload, min(4, workload.concurrency), warmup)
+        before = self.snapshot(config)
+        result = self.wrk(config, workload, workload.concurrency, self._seconds())
+        after = self.snapshot(config)
+        return result, before, after, result["seconds"]
+
+    def _run_locust(self, config: Config, workload: Workload) -> tuple[dict, Snapshot, Snapshot, float]:
+        """The measured run, its users spawned over the warm-up (at least 1 s)."""
+        seconds, spawn = self._seconds(), max(1, round(self.profile.warmup))
+        before = self.snapshot(config)
+        result = self.locust(config, workload, seconds, spawn)
+        after = self.snapshot(config)
+        return result, before, after, seconds + spawn
+
+    def _seconds(self) -> int:
+        return max(1, round(self.profile.duration))
+
+    def wrk(self, config: Config, workload: Workload, connections: int, seconds: int) -> dict:
+        command = generators.wrk_command(self.url(config, workload.path), connections, seconds)
+        out = self.exec(config.generator, command, timeout=seconds + 60).decode()
+        result = generators.parse_wrk(out, connections)
+        if result is None:
+            raise LabError(f"wrk printed no result: {out[-500:]}")
+        return result
+
+    def locust(self, config: Config, workload: Workload, seconds: int, spawn_seconds: int) -> dict:
+        command = generators.locust_command(self.url(config, ""), workload, seconds, spawn_seconds)
+        result = self._docker_exec(config.generator, command, timeout=seconds + spawn_seconds + 60)
+        # locust exits 1 when a request failed; the figures say how many.
+        if result.returncode not in (0, 1):
+            raise LabError(f"locust exited {result.returncode}: {result.stderr.decode(errors='replace')[-800:]}")
+        return generators.summarize_locust(json.loads(result.stdout.decode()), workload.concurrency, seconds)
+
+    # --- CPU ------------------------------------------------------------------
+
+    def cpu_ns(self, service: str) -> int | None:
+        return cpu.container_cpu_ns(self.stack.docker, self.container_id(service), self._cpu_files.get(service))
+
+    def snapshot(self, config: Config) -> Snapshot:
+        """Every counter a run's CPU figures come from, read at once: the
+        slow ones (docker exec) in threads, the /proc ones meanwhile."""
+        services = [config.generator, config.app_service] + ([config.front_service] if config.front_service else [])
+        with ThreadPoolExecutor(max_workers=len(services) + 1) as pool:
+            cpu_futures = {s: pool.submit(self.cpu_ns, s) for s in services}
+            host_pid = self._host_pids.get(config.app_service)
+            inside = None
+            if config.has_workers and host_pid is None:
+                inside = pool.submit(self.exec, config.app_service, ["python3", "-c", cpu.WORKER_TICKS_INSIDE], 30)
+            at = time.monotonic()
+            host = cpu.host_busy_seconds()
+            ticks, hz = None, os.sysconf("SC_CLK_TCK")
+            if host_pid is not None:
+                ticks = cpu.children_ticks(host_pid)
+            cpu_ns = {s: f.result() for s, f in cpu_futures.items()}
+            if inside is not None:
+                data = json.loads(inside.result())
+                ticks, hz = data["ticks"], data["hz"]
+        return Snapshot(at=at, cpu_ns=cpu_ns, worker_ticks=ticks, hz=hz, host_busy=host)
+
+
+def _bench_stack(project: str, gunicorn_args: str, app_cpus: float) -> Stack:
+    """The Compose project holding every configuration (docker-compose.yml
+    with bench/compose.yml over it, `bench` profile)."""
+    return Stack(
+        "bench",
+        overlays=(BENCH_COMPOSE,),
+        profiles=("bench",),
+        project=project,
+        BENCH_WORKERS=str(WORKERS),
+        BENCH_THREADS=str(THREADS),
+        BENCH_APP_CPUS=str(app_cpus),
+        # Extra gunicorn options for every gunicorn configuration (to try
+        # a setting before changing app/gunicorn_conf.py).
+        BENCH_GUNICORN_CMD_ARGS=gunicorn_args,
+    )
+
+
+def served_share(result: dict, connections: int) -> float:
+    """Little's law: requests in progress on average, over the connections
+    the generator had open. Far below 1 means many connections waited the
+    whole run without an answer."""
+    in_progress = result["rps"] * result["latency_ms"]["mean"] / 1000
+    return min(1.0, in_progress / connections)
 
 
 def _connects(host: str, port: int) -> bool:
@@ -429,60 +435,6 @@ def _listening(proc_net_tcp: str) -> list[str]:
             host = "::1" if address.endswith("01000000") and set(address[:24]) == {"0"} else f"[{address}]"
         sockets.append(f"{host}:{int(port, 16)}")
     return sorted(set(sockets))
-
-
-def summarize_locust(stats: list[dict], users: int, seconds: int) -> dict:
-    """wrk-like figures from locust's --json output (one entry per endpoint)."""
-    requests = sum(s["num_requests"] for s in stats)
-    failures = sum(s["num_failures"] for s in stats)
-    histogram: dict[float, int] = {}
-    for entry in stats:
-        for ms, count in entry["response_times"].items():
-            histogram[float(ms)] = histogram.get(float(ms), 0) + count
-    if stats:
-        span = max(s["last_request_timestamp"] or 0 for s in stats) - min(s["start_time"] for s in stats)
-    else:
-        span = 0
-    span = span if span > 0 else float(seconds)
-    total_time = sum(s["total_response_time"] for s in stats)
-    per_endpoint = {
-        s["name"]: {
-            "requests": s["num_requests"],
-            "failures": s["num_failures"],
-            "p50_ms": _percentile({float(k): v for k, v in s["response_times"].items()}, 50),
-            "p99_ms": _percentile({float(k): v for k, v in s["response_times"].items()}, 99),
-        }
-        for s in stats
-    }
-    return {
-        "requests": requests,
-        "seconds": span,
-        "rps": requests / span,
-        "errors": {"failures": failures},
-        "latency_ms": {
-            "p50": _percentile(histogram, 50),
-            "p90": _percentile(histogram, 90),
-            "p99": _percentile(histogram, 99),
-            "p999": _percentile(histogram, 99.9),
-            "max": max((s["max_response_time"] or 0 for s in stats), default=0),
-            "mean": total_time / requests if requests else 0,
-        },
-        "connections": users,
-        "endpoints": per_endpoint,
-    }
-
-
-def _percentile(histogram: dict[float, int], q: float) -> float:
-    total = sum(histogram.values())
-    if total == 0:
-        return 0.0
-    rank = q / 100 * total
-    seen = 0
-    for value in sorted(histogram):
-        seen += histogram[value]
-        if seen >= rank:
-            return value
-    return max(histogram)
 
 
 def stderr_log(message: str) -> None:
