@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from python_on_whales.exceptions import DockerException
 
 from bench import report
 from bench.lab import PROJECT, Lab, LabError, stderr_log
-from bench.matrix import APP_CPUS, CONFIGS, CONFIGS_BY_KEY, FULL, QUICK, Profile, workloads
+from bench.matrix import APP_CPUS, CONFIGS, CONFIGS_BY_KEY, FULL, QUICK, Config, Profile, Workload, workloads
 from harness.stack import REPO, scrub_environment
 
 DEFAULT_OUT = REPO / "docs" / "benchmarks"
@@ -119,119 +119,91 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+#: One run of the plan: the pass (from 1), the workload, the configuration.
+PlannedRun = tuple[int, Workload, Config]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What this invocation measures, and where the figures go."""
+
+    profile: Profile
+    configs: tuple[Config, ...]
+    workloads: tuple[Workload, ...]
+    out_dir: Path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    selection = select(args)
+    if selection is None:
+        return 2
+    scrub_environment("BENCH_")
+    if args.render:
+        return render(selection.out_dir)
+    return run_lab(args, selection)
+
+
+def select(args: argparse.Namespace) -> Selection | None:
+    """The profile, configurations and workloads the options ask for; None
+    (after saying why) when they name an unknown configuration."""
+    profile = _profile(args)
+    configs = _configs(args)
+    if configs is None:
+        return None
+    out_dir = (args.out or (QUICK_OUT if profile.quick else DEFAULT_OUT)).resolve()
+    return Selection(profile, configs, _workloads(args, profile.quick), out_dir)
+
+
+def _profile(args: argparse.Namespace) -> Profile:
+    """The quick or full profile, with the options' overrides."""
     base = QUICK if args.quick else FULL
-    profile = Profile(
+    return Profile(
         name=base.name,
         repetitions=args.repetitions or base.repetitions,
         duration=float(args.duration or base.duration),
         warmup=float(base.warmup if args.warmup is None else args.warmup),
         quick=base.quick,
     )
-    out_dir = (args.out or (QUICK_OUT if profile.quick else DEFAULT_OUT)).resolve()
-    all_workloads = workloads(profile.quick)
-    chosen_workloads = all_workloads
-    if args.workloads:
-        wanted = args.workloads.split(",")
-        chosen_workloads = tuple(w for w in all_workloads if w.key in wanted)
-    configs = CONFIGS
-    if args.configs:
-        wanted = args.configs.split(",")
-        unknown = set(wanted) - set(CONFIGS_BY_KEY)
-        if unknown:
-            stderr_log(f"unknown configuration(s): {', '.join(sorted(unknown))}")
-            return 2
-        configs = tuple(c for c in CONFIGS if c.key in wanted)
 
-    scrub_environment("BENCH_")
-    if args.render:
-        return render(out_dir)
 
-    # SIGTERM (CI cancelling, `kill`) tears down like Ctrl-C does.
-    def _terminate(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+def _workloads(args: argparse.Namespace, quick: bool) -> tuple[Workload, ...]:
+    every = workloads(quick)
+    if not args.workloads:
+        return every
+    wanted = args.workloads.split(",")
+    return tuple(w for w in every if w.key in wanted)
 
-    signal.signal(signal.SIGTERM, _terminate)
 
-    plan = [
-        (rep, workload, config)
-        for rep in range(1, profile.repetitions + 1)
-        for workload in chosen_workloads
-        # A different order each pass, so that no configuration always runs
-        # right after the same neighbour.
-        for config in _rotate([c for c in configs if c.runs(workload.key)], rep - 1)
-    ]
-    stderr_log(
-        f"concurrency lab, {profile.name} mode: {len(configs)} configurations × {len(chosen_workloads)} workloads, "
-        f"{profile.repetitions} repetition(s) of {profile.duration:.0f} s (+{profile.warmup:.0f} s warm-up): "
-        f"{len(plan)} runs; results into {out_dir}"
-    )
+def _configs(args: argparse.Namespace) -> tuple[Config, ...] | None:
+    if not args.configs:
+        return CONFIGS
+    wanted = args.configs.split(",")
+    unknown = set(wanted) - set(CONFIGS_BY_KEY)
+    if unknown:
+        stderr_log(f"unknown configuration(s): {', '.join(sorted(unknown))}")
+        return None
+    return tuple(c for c in CONFIGS if c.key in wanted)
+
+
+def run_lab(args: argparse.Namespace, selection: Selection) -> int:
+    """Measure and write the figures; whatever happens, take the lab down
+    (unless --keep). The exit status: see the module's docstring."""
+    _tear_down_on_sigterm()
+    plan = plan_runs(selection)
+    _announce(selection, plan)
     started = time.monotonic()
     lab = Lab(
-        profile,
-        configs,
-        chosen_workloads,
+        selection.profile,
+        selection.configs,
+        selection.workloads,
         log=stderr_log,
         gunicorn_args=args.gunicorn_args,
         app_cpus=args.app_cpus,
         project=args.project,
     )
-    runs: list[dict] = []
-    status = 0
     try:
-        if not args.no_build:
-            lab.build()
-        lab.up()
-        described = lab.describe()
-        isolation = lab.isolation()
-        loop_started = time.monotonic()
-        for index, (rep, workload, config) in enumerate(plan, start=1):
-            result = lab.run(config, workload, rep)
-            runs.append(result)
-            elapsed = time.monotonic() - loop_started
-            eta = elapsed / index * (len(plan) - index)
-            flags = []
-            if result["errors_total"]:
-                flags.append(f"ERRORS {result['errors']}")
-            if result.get("served_share") is not None and result["served_share"] < 0.5:
-                flags.append(f"served {result['served_share']:.0%} of connections")
-            if result.get("drain_s", 0) > 2:
-                flags.append(f"waited {result['drain_s']:.0f} s for an earlier run's queue")
-            stderr_log(
-                f"[{index:3d}/{len(plan)}] pass {rep} {workload.key:4s} {config.label:40s} "
-                f"{result['rps']:9.1f} req/s  p50 {result['latency_ms']['p50']:8.1f} ms  "
-                f"p99 {result['latency_ms']['p99']:8.1f} ms  generator {_cores(result.get('generator_cpu'))}  "
-                f"app {_cores(result.get('app_cpu'))}  other {_cores(result.get('other_cpu'))}  "
-                f"eta {eta / 60:.1f} min" + (f"  [{'; '.join(flags)}]" if flags else "")
-            )
-        results = {
-            "meta": {
-                "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                "profile": asdict(profile),
-                "machine": machine(),
-                "commit": commit(),
-                "gunicorn_args": args.gunicorn_args,
-                "app_cpus": args.app_cpus,
-                "elapsed_s": time.monotonic() - started,
-            },
-            "configs": [asdict(c) for c in configs],
-            "workloads": [asdict(w) for w in chosen_workloads],
-            "described": described,
-            "isolation": isolation,
-            "runs": runs,
-        }
-        results["summary"] = report.summarize(runs, configs, chosen_workloads)
-        results["ratios"] = report.ratios(runs, chosen_workloads)
-        results["targets"] = report.targets(results["ratios"])
-        written = report.write(results, out_dir)
-        written += plots(lab, results, out_dir)
-        results["meta"]["elapsed_s"] = time.monotonic() - started
-        stderr_log("")
-        stderr_log(_headline(results))
-        stderr_log("wrote " + ", ".join(str(p.relative_to(out_dir)) for p in written) + f" in {out_dir}")
-        if any(r["errors_total"] for r in runs):
-            status = 1
+        status = measure_and_report(lab, args, selection, plan, started)
     except KeyboardInterrupt:
         stderr_log("interrupted: tearing the lab down")
         status = 130
@@ -243,15 +215,129 @@ def main(argv: list[str] | None = None) -> int:
         status = 2
     finally:
         if not args.keep:
-            # Ctrl-C again while tearing down would leave containers behind.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            try:
-                lab.down()
-            finally:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
+            _tear_down(lab)
     stderr_log(f"done in {(time.monotonic() - started) / 60:.1f} min, exit status {status}")
     return status
+
+
+def plan_runs(selection: Selection) -> list[PlannedRun]:
+    """Every (pass, workload, configuration) run, pass after pass."""
+    return [
+        (rep, workload, config)
+        for rep in range(1, selection.profile.repetitions + 1)
+        for workload in selection.workloads
+        # A different order each pass, so that no configuration always runs
+        # right after the same neighbour.
+        for config in _rotate([c for c in selection.configs if c.runs(workload.key)], rep - 1)
+    ]
+
+
+def measure_and_report(
+    lab: Lab, args: argparse.Namespace, selection: Selection, plan: list[PlannedRun], started: float
+) -> int:
+    """Build, start, run the plan, write the files: 0, or 1 when a run
+    counted errors."""
+    if not args.no_build:
+        lab.build()
+    lab.up()
+    described = lab.describe()
+    isolation = lab.isolation()
+    runs = run_plan(lab, plan)
+    results = {
+        "meta": _meta(args, selection.profile, started),
+        "configs": [asdict(c) for c in selection.configs],
+        "workloads": [asdict(w) for w in selection.workloads],
+        "described": described,
+        "isolation": isolation,
+        "runs": runs,
+    }
+    results["summary"] = report.summarize(runs, selection.configs, selection.workloads)
+    results["ratios"] = report.ratios(runs, selection.workloads)
+    results["targets"] = report.targets(results["ratios"])
+    write_reports(lab, results, selection.out_dir)
+    return 1 if any(r["errors_total"] for r in runs) else 0
+
+
+def run_plan(lab: Lab, plan: list[PlannedRun]) -> list[dict]:
+    """Every run of the plan, with a progress line each."""
+    runs = []
+    loop_started = time.monotonic()
+    for index, (rep, workload, config) in enumerate(plan, start=1):
+        result = lab.run(config, workload, rep)
+        runs.append(result)
+        elapsed = time.monotonic() - loop_started
+        eta = elapsed / index * (len(plan) - index)
+        stderr_log(_progress_line(index, len(plan), (rep, workload, config), result, eta))
+    return runs
+
+
+def _progress_line(index: int, total: int, planned: PlannedRun, result: dict, eta: float) -> str:
+    rep, workload, config = planned
+    flags = []
+    if result["errors_total"]:
+        flags.append(f"ERRORS {result['errors']}")
+    if result.get("served_share") is not None and result["served_share"] < 0.5:
+        flags.append(f"served {result['served_share']:.0%} of connections")
+    if result.get("drain_s", 0) > 2:
+        flags.append(f"waited {result['drain_s']:.0f} s for an earlier run's queue")
+    return (
+        f"[{index:3d}/{total}] pass {rep} {workload.key:4s} {config.label:40s} "
+        f"{result['rps']:9.1f} req/s  p50 {result['latency_ms']['p50']:8.1f} ms  "
+        f"p99 {result['latency_ms']['p99']:8.1f} ms  generator {_cores(result.get('generator_cpu'))}  "
+        f"app {_cores(result.get('app_cpu'))}  other {_cores(result.get('other_cpu'))}  "
+        f"eta {eta / 60:.1f} min" + (f"  [{'; '.join(flags)}]" if flags else "")
+    )
+
+
+def _meta(args: argparse.Namespace, profile: Profile, started: float) -> dict:
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "profile": asdict(profile),
+        "machine": machine(),
+        "commit": commit(),
+        "gunicorn_args": args.gunicorn_args,
+        "app_cpus": args.app_cpus,
+        "elapsed_s": time.monotonic() - started,
+    }
+
+
+def write_reports(lab: Lab, results: dict, out_dir: Path) -> None:
+    """results.{json,md}, the CSV files, the README's tables, the plots;
+    then the headline ratios and targets on stderr."""
+    written = report.write(results, out_dir)
+    written += plots(lab, results, out_dir)
+    stderr_log("")
+    stderr_log(_headline(results))
+    stderr_log("wrote " + ", ".join(str(p.relative_to(out_dir)) for p in written) + f" in {out_dir}")
+
+
+def _announce(selection: Selection, plan: list[PlannedRun]) -> None:
+    profile = selection.profile
+    stderr_log(
+        f"concurrency lab, {profile.name} mode: {len(selection.configs)} configurations × "
+        f"{len(selection.workloads)} workloads, "
+        f"{profile.repetitions} repetition(s) of {profile.duration:.0f} s (+{profile.warmup:.0f} s warm-up): "
+        f"{len(plan)} runs; results into {selection.out_dir}"
+    )
+
+
+def _tear_down_on_sigterm() -> None:
+    """SIGTERM (CI cancelling, `kill`) tears down like Ctrl-C does."""
+
+    def _terminate(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def _tear_down(lab: Lab) -> None:
+    # Ctrl-C again while tearing down would leave containers behind.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        lab.down()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def render(out_dir: Path) -> int:
