@@ -1,0 +1,104 @@
+"""The lab's pure parts, without Docker: reading CPU counters, the load
+generators' output, the CPU figures of a run, and the plan the options make.
+The lab as a whole is test_lab.py's subject (`-m bench`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import cpu, generators
+from bench.__main__ import main, parse_args, plan_runs, select
+from bench.lab import served_share
+from bench.matrix import CONFIGS_BY_KEY
+
+pytestmark = pytest.mark.unit
+
+
+class NoDocker:
+    """Fails the test if the fast path asks Docker anything."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"docker.{name} used although the cgroup file was readable")
+
+
+def test_cgroup_counters_of_both_versions_read_as_nanoseconds(tmp_path):
+    assert cpu.parse_cgroup_cpu_ns("123456789\n") == 123456789  # v1 cpuacct.usage
+    assert cpu.parse_cgroup_cpu_ns("usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n") == 1_500_000  # v2 cpu.stat
+    assert cpu.parse_cgroup_cpu_ns("nr_periods 0\n") is None
+    counter = tmp_path / "cpu.stat"
+    counter.write_text("usage_usec 42\n")
+    assert cpu.container_cpu_ns(NoDocker(), "abc", counter) == 42_000
+    assert cpu.read_cgroup_cpu_ns(tmp_path / "missing") is None
+
+
+def test_a_runs_cpu_figures_come_from_the_counters_around_it():
+    config = CONFIGS_BY_KEY["nginx-gthread"]
+    services = config.all_services()
+    before = cpu.Snapshot(
+        at=10.0, cpu_ns=dict.fromkeys(services, 0), worker_ticks={"7": 0, "8": 0}, hz=100, host_busy=0.0
+    )
+    after = cpu.Snapshot(
+        at=12.0,
+        cpu_ns={config.generator: 1e9, config.app_service: 2e9, config.front_service: None},
+        worker_ticks={"7": 150, "8": 50},
+        hz=100,
+        host_busy=4.0,
+    )
+    figures = cpu.measure(config, before, after, load_seconds=2.0, requests=1000)
+    assert figures["generator_cpu"] == 0.5 and figures["app_cpu"] == 1.0 and figures["front_cpu"] is None
+    assert figures["app_cpu_ms_per_request"] == 2.0 and "front_cpu_ms_per_request" not in figures
+    assert figures["host_busy"] == 2.0 and figures["other_cpu"] == 0.5
+    assert figures["worker_cpu_s"] == [1.5, 0.5] and figures["busiest_worker_share"] == 0.75
+
+
+def test_wrk_output_becomes_the_runs_figures():
+    raw = {
+        "requests": 2000,
+        "duration_us": 4_000_000,
+        "errors": {"connect": 0, "status": 1},
+        "latency_us": {"p50": 1000, "p90": 2000, "p99": 3000, "p999": 4000, "max": 5000, "mean": 1500},
+    }
+    result = generators.parse_wrk(f"Running 4s test\nBENCH_JSON {json.dumps(raw)}\n", connections=8)
+    assert result["rps"] == 500 and result["seconds"] == 4 and result["connections"] == 8
+    assert result["latency_ms"]["p99"] == 3 and result["errors"] == {"connect": 0, "status": 1}
+    assert served_share(result, 8) == pytest.approx(500 * 0.0015 / 8)
+    assert generators.parse_wrk("wrk: connection refused\n", connections=8) is None
+    command = generators.wrk_command("http://app:8000/healthz", connections=1, seconds=4)
+    assert command[:4] == ["wrk", "-t1", "-c1", "-d4s"] and command[-1] == "http://app:8000/healthz"
+
+
+def test_locust_summary_becomes_wrk_like_figures():
+    def entry(name, times, failures=0):
+        return {
+            "name": name,
+            "num_requests": sum(times.values()),
+            "num_failures": failures,
+            "response_times": times,
+            "start_time": 100.0,
+            "last_request_timestamp": 110.0,
+            "total_response_time": sum(float(ms) * n for ms, n in times.items()),
+            "max_response_time": max(float(ms) for ms in times),
+        }
+
+    stats = [entry("/healthz", {"2": 90, "3": 9}), entry("/work/io", {"100": 1}, failures=1)]
+    result = generators.summarize_locust(stats, users=200, seconds=4)
+    assert result["requests"] == 100 and result["seconds"] == 10 and result["rps"] == 10
+    assert result["errors"] == {"failures": 1} and result["connections"] == 200
+    assert result["latency_ms"]["p50"] == 2 and result["latency_ms"]["p99"] == 3 and result["latency_ms"]["max"] == 100
+    assert result["endpoints"]["/work/io"] == {"requests": 1, "failures": 1, "p50_ms": 100, "p99_ms": 100}
+    assert generators.summarize_locust([], users=200, seconds=4)["seconds"] == 4.0
+
+
+def test_each_pass_runs_the_configurations_in_a_different_order():
+    selection = select(parse_args(["--configs", "gunicorn-sync,gunicorn-gthread,gunicorn-gevent", "--workloads", "io"]))
+    plan = plan_runs(selection)
+    assert [w.key for _, w, _ in plan] == ["io"] * 9
+    firsts = [config.key for _, _, config in plan[::3]]
+    assert len(set(firsts)) == 3, firsts
+
+
+def test_an_unknown_configuration_fails_before_anything_starts(capsys):
+    assert main(["--configs", "gunicorn-sync,nope"]) == 2
+    assert "unknown configuration(s): nope" in capsys.readouterr().err
