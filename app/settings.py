@@ -109,6 +109,8 @@ class Variable:
     default: object
     documented: str
     meaning: str
+    #: Whether docker-compose.yml passes it to the app container.
+    compose: bool = True
 
 
 def _default_workers(values: Mapping[str, object]) -> int:
@@ -218,7 +220,8 @@ VARIABLES: tuple[Variable, ...] = (
         _bind,
         "0.0.0.0:8000",
         "`0.0.0.0:8000`",
-        "`HOST:PORT` or `unix:PATH`; nginx proxies to `app:8000`",
+        "`HOST:PORT` or `unix:PATH`; not passed by Compose, since nginx proxies to `app:8000`",
+        compose=False,
     ),
     Variable(
         "FORWARDED_ALLOW_IPS",

@@ -55,25 +55,38 @@ def expected_workers() -> int:
     return len(addresses(WORKER_SERVICE))
 
 
+def reports_dir() -> str:
+    """/reports, or, when this uid cannot write there, a scratch directory: the
+    run still measures and gates (the summary is printed), and says how to
+    get the reports next time."""
+    if os.access(REPORTS, os.W_OK | os.X_OK):
+        return REPORTS
+    try:
+        st = os.stat(REPORTS)
+        owner = f"owned by uid {st.st_uid}, mode {st.st_mode & 0o7777:04o}"
+    except OSError:
+        owner = "missing"
+    print(
+        f"loadtest: warning: the reports directory (LOADTEST_REPORTS_DIR, default ./loadtest/reports) is {owner} "
+        f"and not writable by uid {os.getuid()}, which this container runs as, so this run keeps no HTML or CSV "
+        "report. Run `make loadtest`, which runs it as you; or pass your ids: `LOCUST_UID=$(id -u) "
+        "LOCUST_GID=$(id -g) docker compose run --rm loadtest`; or let any user write there, like /tmp: "
+        "`chmod 1777 loadtest/reports`.",
+        file=sys.stderr,
+        flush=True,
+    )
+    scratch = "/tmp/reports"  # noqa: S108 - the container's private tmpfs
+    os.makedirs(scratch, exist_ok=True)
+    return scratch
+
+
 def reports_prefix() -> str:
-    if not os.access(REPORTS, os.W_OK | os.X_OK):
-        try:
-            st = os.stat(REPORTS)
-            owner = f"owned by uid {st.st_uid}, mode {st.st_mode & 0o7777:04o}"
-        except OSError:
-            owner = "missing"
-        fail(
-            f"the reports directory (LOADTEST_REPORTS_DIR, default ./loadtest/reports) is {owner} and "
-            f"not writable by uid {os.getuid()}, which this container runs as. Run `make loadtest`, "
-            "which runs it as you; or pass your ids: `LOCUST_UID=$(id -u) LOCUST_GID=$(id -g) "
-            "docker compose run --rm loadtest`; or let any user write there, like /tmp: "
-            "`chmod 1777 loadtest/reports` (`make up` does that for you)."
-        )
+    directory = reports_dir()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    prefix, n = f"{REPORTS}/loadtest-{stamp}", 1
+    prefix, n = f"{directory}/loadtest-{stamp}", 1
     while os.path.exists(f"{prefix}.html") or os.path.exists(f"{prefix}_stats.csv"):
         n += 1
-        prefix = f"{REPORTS}/loadtest-{stamp}-{n}"
+        prefix = f"{directory}/loadtest-{stamp}-{n}"
     return prefix
 
 

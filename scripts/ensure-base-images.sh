@@ -15,12 +15,17 @@ PULL_TIMEOUT=${PULL_TIMEOUT:-60}
 # Tags name what is inside: trixie's python3 is 3.13, forky's nginx is 1.30
 # (the nginx build checks that this still holds).
 PYTHON_STANDIN=flask-concurrency-local/python:3.13-trixie
-NGINX_STANDIN=flask-concurrency-local/nginx:1.30-forky
+# r2: with envsubst (gettext-base), as the official image has.
+NGINX_STANDIN=flask-concurrency-local/nginx:1.30-forky-r2
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# official VAR DOCKERFILE: the official image's name, from the Dockerfile's
+# `ARG VAR=...` default, the one place it is written.
+official() { sed -n "s/^ARG $1=//p" "$2"; }
 
 ensure_mmdebstrap() {
   command -v mmdebstrap >/dev/null 2>&1 && return 0
@@ -94,7 +99,7 @@ http {
     include /etc/nginx/conf.d/*.conf;
 }
 CONF
-  rootfs forky nginx,curl,ca-certificates "$tmp/nginx.tar" \
+  rootfs forky nginx,curl,gettext-base,ca-certificates "$tmp/nginx.tar" \
     --customize-hook='chroot "$1" nginx -v 2>&1 | grep -q "nginx/1\.30\." || { echo "forky no longer ships nginx 1.30; update NGINX_STANDIN" >&2; exit 1; }' \
     --customize-hook='echo "nginx:x:101:" >>"$1/etc/group"; echo "nginx:x:101:101:nginx user:/nonexistent:/usr/sbin/nologin" >>"$1/etc/passwd"' \
     --customize-hook="upload $tmp/nginx.conf /etc/nginx/nginx.conf" \
@@ -130,7 +135,7 @@ resolve() {
 
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer; run scripts/ensure-docker.sh first."
 {
-  resolve PYTHON_BASE_IMAGE python:3.13-slim "$PYTHON_STANDIN" build_python
-  resolve NGINX_BASE_IMAGE nginxinc/nginx-unprivileged:1.30 "$NGINX_STANDIN" build_nginx
+  resolve PYTHON_BASE_IMAGE "$(official PYTHON_BASE_IMAGE "$here/../Dockerfile")" "$PYTHON_STANDIN" build_python
+  resolve NGINX_BASE_IMAGE "$(official NGINX_BASE_IMAGE "$here/../nginx/Dockerfile")" "$NGINX_STANDIN" build_nginx
 } >"$tmp/base-images.env"
 cat "$tmp/base-images.env"

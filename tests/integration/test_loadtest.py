@@ -27,13 +27,16 @@ def loadtest(stack):
     built = stack.compose("--profile", "loadtest", "build", "--quiet", "loadtest", timeout=600)
     assert built.returncode == 0, built.stderr
 
-    def run(tmp_path: Path, *run_args: str, workers: int = 0, **env: str):
+    def run(tmp_path: Path, *run_args: str, workers: int = 0, writable: bool = True, **env: str):
         reports = tmp_path / "reports"
         reports.mkdir()
         # As the test's own user, or the image's 10001 instead of root (which
         # the directory must then let write).
         uid, gid = (os.getuid(), os.getgid()) if os.getuid() != 0 else (10001, 10001)
-        if uid == 10001:
+        if not writable:
+            uid, gid = (os.getuid() + 1 or 10001), (os.getgid() + 1 or 10001)
+            reports.chmod(0o755)
+        elif uid == 10001:
             reports.chmod(0o1777)
         env = {
             "LOADTEST_REPORTS_DIR": str(reports),
@@ -146,3 +149,13 @@ def test_loadtest_services_are_hardened_and_reach_only_nginx(stack):
     assert services["loadtest"]["depends_on"]["nginx"]["condition"] == "service_healthy"
     ports = services["loadtest-ui"]["ports"]
     assert ports and all(p["host_ip"] == "127.0.0.1" for p in ports)
+
+
+def test_a_reports_directory_it_cannot_write_costs_the_reports_not_the_run(loadtest, tmp_path):
+    # A fresh clone's loadtest/reports belongs to whoever cloned it, not to
+    # the image's user: `docker compose run loadtest` still measures and gates.
+    result, reports = loadtest(tmp_path, writable=False, **SHORT)
+    assert result.returncode == 0, result.output
+    assert "Load test passed" in result.output
+    assert "not writable by uid" in result.output and "make loadtest" in result.output
+    assert list(reports.iterdir()) == []

@@ -1,10 +1,18 @@
 """The running stack, as a user reaches it: through nginx only, served by
-gunicorn, never by Werkzeug's development server."""
+gunicorn, never by Werkzeug's development server.
+
+The contract tests (`contract_stack`) run twice: against the reference stack,
+and against a fork made exactly as the README's fork guide says (app/views.py
+replaced by a one-route app, DEMO_ENDPOINTS=false). They assert nothing about
+the demonstration endpoints, so a fork keeps them green.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
+import shutil
 import socket
 import subprocess
 import time
@@ -16,46 +24,119 @@ from harness.stack import REPO, Stack, free_port
 
 pytestmark = pytest.mark.integration
 
-# Requests that make the app or nginx answer with an error of their own.
+#: Step 1 of the fork guide: the user's views, nothing of the demo.
+FORK_VIEWS = """
+from flask import Blueprint, jsonify
+
+bp = Blueprint("views", __name__)
+
+
+@bp.get("/")
+def hello():
+    return jsonify(hello="fork")
+"""
+
+# Requests that make the app or nginx answer with an error of their own,
+# whatever the app's views are.
 ERROR_REQUESTS = [
     ("GET", "/no-such-page", {}, 404),
-    ("POST", "/", {}, 405),
-    ("GET", "/work/io?ms=oops", {}, 400),
-    ("GET", "/work/cpu?ms=99999999", {}, 400),
+    ("DELETE", "/healthz", {}, 405),
     ("POST", "/", {"data": b"x" * (2 * 1024 * 1024)}, 413),
 ]
 
 
-def test_root_answers_through_nginx_with_gunicorn_behind(stack):
-    response = stack.get("/")
+@pytest.fixture(scope="module")
+def fork_stack(built_images, tmp_path_factory):
+    """The stack with the app image built from a forked copy of the build
+    context, as the fork guide says."""
+    context = tmp_path_factory.mktemp("fork")
+    for name in ("Dockerfile", ".dockerignore"):
+        shutil.copy(REPO / name, context / name)
+    for name in ("app", "requirements"):
+        shutil.copytree(REPO / name, context / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (context / "app" / "views.py").write_text(FORK_VIEWS)
+    overlay = context / "fork.yml"
+    overlay.write_text(
+        json.dumps(
+            {"services": {"app": {"build": {"context": str(context)}, "image": "flask-concurrency-test/fork-app"}}}
+        )
+    )
+    fork = Stack("fork", overlays=(overlay,), DEMO_ENDPOINTS="false")
+    fork.docker.compose.build(services=["app"], quiet=True)
+    try:
+        yield fork.up()
+    finally:
+        fork.down()
+
+
+@pytest.fixture(scope="module", params=["reference", "fork"])
+def contract_stack(request):
+    return request.getfixturevalue("stack" if request.param == "reference" else "fork_stack")
+
+
+def test_root_answers_through_nginx_from_the_users_views(contract_stack):
+    response = contract_stack.get("/")
     assert response.status_code == 200
     assert response.headers["Server"] == "nginx"  # server_tokens off: no version
-    body = response.json()
+    assert response.headers["Content-Type"].startswith("application/json")
+    expected = {"hello": "fork"} if contract_stack.project.endswith("fork") else {"service": "flask-concurrency"}
+    assert expected.items() <= response.json().items()
+
+
+def test_the_fork_has_no_demonstration_endpoints(fork_stack):
+    for path in ("/work/io?ms=0", "/work/cpu?ms=0", "/client"):
+        response = fork_stack.get(path)
+        assert response.status_code == 404
+        assert response.json()["error"]["status"] == 404
+
+
+#: The versions of what serves the app, as installed in its image.
+VERSIONS = "import importlib.metadata as m; print(*(m.version(d) for d in ('flask', 'werkzeug', 'gunicorn', 'gevent')))"
+PUBLIC_PATHS = ["/", "/healthz", "/readyz", "/work/io?ms=0", "/work/cpu?ms=0", "/client", "/nope"]
+
+
+def test_no_public_response_reveals_versions_pids_or_hostnames(stack):
+    app = stack.container("app")
+    pids = {p["pid"] for p in stack.processes("app")}
+    versions = stack.docker.container.execute(app, ["python3", "-c", VERSIONS]).split()
+    secrets_ = {app.config.hostname, platform.python_version(), *versions}
+    for path in PUBLIC_PATHS:
+        response = stack.get(path)
+        seen = response.text + " ".join(f"{k}: {v}" for k, v in response.headers.items())
+        for secret in secrets_:
+            assert secret not in seen, (path, secret)
+        body = response.json()
+        assert not {"pid", "hostname", "versions", "server"} & set(body), (path, body)
+        assert not {str(v) for v in body.values()} & pids, (path, body)
+
+
+def test_no_public_request_may_ask_for_more_than_the_demo_budget(stack):
     config = stack.effective_config()
-    assert body["server"]["server"] == "gunicorn"
-    assert body["server"]["worker_class"] == config["worker_class"]
-    assert body["server"]["workers"] == config["workers"]
-    assert body["versions"]["gunicorn"]
+    for path in ("/work/cpu?ms=30000", "/work/io?ms=30000"):
+        response = stack.get(path)
+        assert response.status_code == 400
+        assert response.json()["error"]["parameter"] == "ms"
+    assert 1000 < config["timeout"] * 1000  # the default cap is inside the budget
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
-def test_health_endpoints(stack, path):
-    response = stack.get(path)
+def test_health_endpoints(contract_stack, path):
+    response = contract_stack.get(path)
     assert response.status_code == 200
     assert response.json()["status"] in ("ok", "ready")
 
 
 def test_app_sees_the_client_nginx_saw_not_a_forged_one(stack):
     forged = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Forwarded-Port": "1"}
-    client = stack.get("/", headers=forged).json()["client"]
+    client = stack.get("/client", headers=forged).json()
     assert client["remote_addr"] != "203.0.113.7"
     assert client["scheme"] == "http"
     assert client["host"] == f"127.0.0.1:{stack.port}"
 
 
 @pytest.mark.parametrize(("method", "path", "kwargs", "status"), ERROR_REQUESTS)
-def test_errors_are_json_and_never_werkzeug(stack, method, path, kwargs, status):
-    response = stack.request(method, path, **kwargs)
+def test_errors_are_json_and_never_werkzeug(contract_stack, method, path, kwargs, status):
+    response = contract_stack.request(method, path, **kwargs)
     assert response.status_code == status
     assert response.headers["Content-Type"].startswith("application/json")
     assert response.json()["error"]["status"] == status
@@ -64,8 +145,8 @@ def test_errors_are_json_and_never_werkzeug(stack, method, path, kwargs, status)
     assert response.headers["Server"] == "nginx"
 
 
-def test_oversized_body_is_refused_by_nginx_before_the_app(stack):
-    response = stack.request("POST", "/", data=b"x" * (2 * 1024 * 1024))
+def test_oversized_body_is_refused_by_nginx_before_the_app(contract_stack):
+    response = contract_stack.request("POST", "/", data=b"x" * (2 * 1024 * 1024))
     assert response.status_code == 413
     assert response.json()["error"]["source"] == "nginx"
 
@@ -74,20 +155,20 @@ def test_oversized_body_is_refused_by_nginx_before_the_app(stack):
     "path",
     ["/console", "/?__debugger__=yes&cmd=resource&f=style.css", "/healthz?__debugger__=yes&frm=0"],
 )
-def test_debugger_urls_are_not_found(stack, path):
-    response = stack.get(path)
+def test_debugger_urls_are_not_found(contract_stack, path):
+    response = contract_stack.get(path)
     assert response.status_code == 404
     assert response.headers["Content-Type"].startswith("application/json")
 
 
-def test_no_response_header_names_werkzeug(stack):
-    for path in ["/", "/healthz", "/work/io?ms=1", "/nope"]:
-        response = stack.get(path)
+def test_no_response_header_names_werkzeug(contract_stack):
+    for path in ["/", "/healthz", "/nope"]:
+        response = contract_stack.get(path)
         assert all("werkzeug" not in value.lower() for value in response.headers.values()), path
 
 
-def test_app_port_is_not_published_on_the_host(stack):
-    app = stack.container("app")
+def test_app_port_is_not_published_on_the_host(contract_stack):
+    app = contract_stack.container("app")
     published = [b for bs in (app.network_settings.ports or {}).values() if bs for b in bs]
     assert published == []
     for address in _host_addresses():
@@ -111,15 +192,15 @@ def _host_addresses() -> list[str]:
     return ["127.0.0.1", *[a for a in out if "." in a]]
 
 
-def test_only_nginx_is_published_on_loopback(stack):
-    nginx = stack.container("nginx")
+def test_only_nginx_is_published_on_loopback(contract_stack):
+    nginx = contract_stack.container("nginx")
     bindings = [b for bs in nginx.network_settings.ports.values() if bs for b in bs]
     assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
 
 
-def test_app_processes_are_a_gunicorn_master_and_its_workers(stack):
-    config = stack.effective_config()
-    processes = stack.processes("app")
+def test_app_processes_are_a_gunicorn_master_and_its_workers(contract_stack):
+    config = contract_stack.effective_config()
+    processes = contract_stack.processes("app")
     gunicorn = [p for p in processes if "gunicorn" in p["args"]]
     pids = {p["pid"] for p in gunicorn}
     masters = [p for p in gunicorn if p["ppid"] not in pids]
@@ -132,22 +213,22 @@ def test_app_processes_are_a_gunicorn_master_and_its_workers(stack):
         assert "flask run" not in p["args"] and "app.devserver" not in p["args"]
 
 
-def test_gunicorn_control_socket_is_on_the_tmpfs_and_answers(stack):
+def test_gunicorn_control_socket_is_on_the_tmpfs_and_answers(contract_stack):
     # gunicorn >= 25 would open it under $HOME; here it is /tmp, a tmpfs.
-    config = stack.effective_config()
+    config = contract_stack.effective_config()
     assert config["control_socket"] == "/tmp/gunicorn.ctl"
-    answer = stack.docker.container.execute(
-        stack.container("app"), ["gunicornc", "-s", "/tmp/gunicorn.ctl", "-c", "show workers", "-j"]
+    answer = contract_stack.docker.container.execute(
+        contract_stack.container("app"), ["gunicornc", "-s", "/tmp/gunicorn.ctl", "-c", "show workers", "-j"]
     )
     assert json.loads(answer)["count"] == config["workers"]
 
 
 @pytest.mark.parametrize("service", ["app", "nginx"])
-def test_containers_run_as_non_root_on_a_read_only_root(stack, service):
-    processes = stack.processes(service)
+def test_containers_run_as_non_root_on_a_read_only_root(contract_stack, service):
+    processes = contract_stack.processes(service)
     assert processes
     assert all(p["uid"] != "0" for p in processes), processes
-    container = stack.container(service)
+    container = contract_stack.container(service)
     assert container.host_config.readonly_rootfs is True
     assert container.host_config.cap_drop == ["ALL"]
     assert "no-new-privileges:true" in container.host_config.security_opt

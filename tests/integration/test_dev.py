@@ -1,0 +1,61 @@
+"""`make dev`: the stack with the source bind-mounted and gunicorn's --reload.
+An edit to a view is served within seconds, with no rebuild, and it is still
+gunicorn behind nginx on 127.0.0.1, never Werkzeug's development server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from harness.stack import REPO, Stack
+
+pytestmark = pytest.mark.integration
+
+RELOAD_TIMEOUT_S = 20
+
+
+@pytest.fixture(scope="module")
+def dev_stack(built_images, tmp_path_factory):
+    # The dev overlay mounts ./app; a second overlay mounts a scratch copy in
+    # its place, so that the test edits a copy, never the repository.
+    source = tmp_path_factory.mktemp("dev") / "app"
+    shutil.copytree(REPO / "app", source, ignore=shutil.ignore_patterns("__pycache__"))
+    source.chmod(0o755)
+    overlay = source.parent / "scratch-source.yml"
+    overlay.write_text(json.dumps({"services": {"app": {"volumes": [f"{source}:/srv/app:ro"]}}}))
+    stack = Stack("dev", overlays=(REPO / "compose.dev.yml", overlay))
+    try:
+        yield stack.up(), source
+    finally:
+        stack.down()
+
+
+def test_an_edited_view_is_served_without_a_rebuild(dev_stack):
+    stack, source = dev_stack
+    assert stack.get("/").json() == {"service": "flask-concurrency", "status": "ok"}
+    views = source / "views.py"
+    views.write_text(views.read_text().replace('status="ok"', 'status="edited"'))
+    edited = time.monotonic()
+    while stack.get("/").json().get("status") != "edited":
+        assert time.monotonic() - edited < RELOAD_TIMEOUT_S, "the edit was not served"
+        time.sleep(0.5)
+    print(f"\nedit served after {time.monotonic() - edited:.1f} s")
+
+
+def test_dev_mode_is_gunicorn_reloading_behind_nginx_on_loopback(dev_stack):
+    stack, _ = dev_stack
+    config = stack.effective_config()
+    processes = stack.processes("app")
+    assert any("gunicorn" in p["args"] for p in processes)
+    assert not any("werkzeug" in p["args"].lower() or "app.devserver" in p["args"] for p in processes)
+    env = stack.container("app").config.env
+    assert "GUNICORN_CMD_ARGS=--reload" in env
+    assert config["worker_class"] == "sync"
+    bindings = [b for bs in stack.container("nginx").network_settings.ports.values() if bs for b in bs]
+    assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
+    assert stack.container("app").network_settings.ports in (None, {}) or not any(
+        stack.container("app").network_settings.ports.values()
+    )

@@ -1,0 +1,108 @@
+"""app/settings.py's VARIABLES is the one place a variable, its default and
+its bounds are written. What documents or passes them must agree with it: the
+README's table, .env.example and the app's pass-through list in
+docker-compose.yml; and the base images are named once, in the Dockerfiles."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from app.settings import VARIABLES
+from harness.stack import REPO
+
+pytestmark = pytest.mark.unit
+
+README = (REPO / "README.md").read_text()
+ENV_EXAMPLE = (REPO / ".env.example").read_text()
+COMPOSE = (REPO / "docker-compose.yml").read_text()
+
+
+def readme_table() -> dict[str, tuple[str, str]]:
+    """The configuration table: NAME -> (default, meaning)."""
+    rows = re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \| (.*?) \| (.*?) \|$", README, flags=re.MULTILINE)
+    return {name: (default, meaning) for name, default, meaning in rows}
+
+
+def env_example() -> dict[str, str]:
+    """.env.example: NAME -> the comment block above its `#NAME=` line."""
+    entries, comment = {}, []
+    for line in ENV_EXAMPLE.splitlines():
+        if match := re.fullmatch(r"#([A-Z][A-Z0-9_]*)=", line):
+            entries[match[1]] = " ".join(comment)
+        elif line.startswith("# "):
+            comment.append(line[2:])
+        else:
+            comment = []
+    return entries
+
+
+def app_pass_through() -> set[str]:
+    """The names docker-compose.yml's app service passes through unset-or-value
+    (`NAME:` with no value)."""
+    block = re.search(r"^  app:\n(?:.*\n)*?    environment:\n((?:      .*\n)+)", COMPOSE, flags=re.MULTILINE)
+    assert block, "docker-compose.yml: no environment block for the app"
+    return set(re.findall(r"^      ([A-Z][A-Z0-9_]*):\s*$", block[1], flags=re.MULTILINE))
+
+
+def compose_default(name: str) -> str:
+    (default,) = set(re.findall(rf"\$\{{{name}:-([^}}]*)\}}", COMPOSE))
+    return default
+
+
+@pytest.mark.parametrize("variable", VARIABLES, ids=lambda v: v.name)
+def test_readme_table_says_what_settings_says(variable):
+    table = readme_table()
+    assert variable.name in table, f"README.md's table has no row for {variable.name}"
+    assert table[variable.name] == (variable.documented, variable.meaning)
+
+
+@pytest.mark.parametrize("variable", VARIABLES, ids=lambda v: v.name)
+def test_env_example_documents_each_variable_and_its_default(variable):
+    entries = env_example()
+    assert variable.name in entries, f".env.example has no #{variable.name}= line"
+    default = variable.documented.replace("`", "")
+    assert f"Default {default}" in entries[variable.name], (variable.name, entries[variable.name])
+
+
+def test_compose_passes_exactly_the_app_variables():
+    assert app_pass_through() == {variable.name for variable in VARIABLES if variable.compose}
+
+
+def test_every_documented_variable_is_read_somewhere():
+    """No row in the README and no line in .env.example for a variable nobody reads."""
+    readers = {variable.name for variable in VARIABLES}
+    sources = [COMPOSE, *(p.read_text() for p in [REPO / "Makefile", *REPO.glob("*/compose.yml")])]
+    for name in set(readme_table()) | set(env_example()):
+        if name in readers:
+            continue
+        assert any(re.search(rf"\b{name}\b", text) for text in sources) or _is_build_arg(name), name
+
+
+@pytest.mark.parametrize(("name", "default"), [("HTTP_PORT", "`8080`"), ("APP_CPUS", "none")])
+def test_compose_level_defaults_match_the_readme(name, default):
+    assert readme_table()[name][0] == default
+    assert compose_default(name) in (default.strip("`"), "0")
+
+
+def _is_build_arg(name: str) -> bool:
+    return any(f"ARG {name}" in path.read_text() for path in dockerfiles())
+
+
+def dockerfiles():
+    return [p for p in REPO.rglob("Dockerfile") if ".venv" not in p.parts and ".cache" not in p.parts]
+
+
+@pytest.mark.parametrize("arg", ["PYTHON_BASE_IMAGE", "NGINX_BASE_IMAGE"])
+def test_base_images_are_named_once_and_the_docs_agree(arg):
+    defaults = {
+        path.relative_to(REPO).as_posix(): match[1]
+        for path in dockerfiles()
+        if (match := re.search(rf"^ARG {arg}=(\S+)$", path.read_text(), flags=re.MULTILINE))
+    }
+    assert len(set(defaults.values())) == 1, defaults  # every Dockerfile builds from the same base
+    (official,) = set(defaults.values())
+    assert readme_table()[arg][0] == f"`{official}`"
+    for path in [REPO / "docker-compose.yml", *REPO.glob("*/compose.yml")]:
+        assert official not in path.read_text(), f"{path.name} names {official}: the Dockerfile's default is the one"
