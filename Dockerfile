@@ -2,7 +2,7 @@
 #
 # PYTHON_BASE_IMAGE is the official image on a connected machine; where no
 # registry answers, scripts/ensure-base-images.sh builds a local stand-in and
-# passes its name here (see README, "Machines without registry access").
+# passes its name here (see README, "What the set-up does").
 ARG PYTHON_BASE_IMAGE=python:3.13-slim
 
 FROM ${PYTHON_BASE_IMAGE} AS build
