@@ -40,36 +40,60 @@ config: ## Print the settings gunicorn would start with (JSON), or the error
 	@$(COMPOSE) --progress quiet build app >/dev/null
 	@$(COMPOSE) run --rm --no-deps -T app python3 -m app.settings
 
-$(VENV)/.installed: requirements/test.txt
-	@echo "==> creating $(VENV) with the test dependencies (requirements/test.txt)"
+# One venv for the tests and the linters, both locks in one pip run: pip
+# refuses them should they ever pin a package they share differently.
+$(VENV)/.installed: requirements/test.txt requirements/lint.txt
+	@echo "==> creating $(VENV) with the test and lint dependencies (requirements/test.txt, requirements/lint.txt)"
 	@python3 -m venv $(VENV)
-	@$(PYTHON) -m pip install -q --disable-pip-version-check --require-hashes -r requirements/test.txt
+	@$(PYTHON) -m pip install -q --disable-pip-version-check --require-hashes \
+	    -r requirements/test.txt -r requirements/lint.txt
 	@touch $@
 
-test: $(VENV)/.installed ## Run every test: unit, then integration against real stacks
+test: $(VENV)/.installed lint ## Run every check: lint, then unit and integration tests against real stacks
 	@scripts/ensure-docker.sh
 	@$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(VENV)/.installed ## Run the fast unit tests only (no Docker)
 	@$(PYTHON) -m pytest -m unit $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed ## ruff on the Python, Compose's own check of the compose file
+# gixy reads the nginx config as the image has it: nginx.conf includes
+# /etc/nginx/... paths, so it reads a copy of nginx/ whose paths point into the
+# copy (gixy follows the includes). mime.types comes from the base image; an
+# empty one stands in for it.
+lint: $(VENV)/.installed ## ruff, hadolint (Dockerfiles), gixy (nginx), check-jsonschema (.github), compose config
+	@echo "==> ruff check ."
 	@$(VENV)/bin/ruff check .
+	@echo "==> ruff format --check ."
 	@$(VENV)/bin/ruff format --check .
+	@files=$$(git ls-files '*Dockerfile*'); echo "==> hadolint" $$files; \
+	  $(VENV)/bin/hadolint $$files
+	@echo "==> gixy nginx/nginx.conf (a copy, /etc/nginx/ rewritten to the copy's directory)"
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  cp -R nginx/. "$$tmp/"; echo 'types {}' >"$$tmp/mime.types"; \
+	  find "$$tmp" -name '*.conf' -exec sed -i.orig "s#/etc/nginx/#$$tmp/#g" {} +; \
+	  $(VENV)/bin/gixy "$$tmp/nginx.conf"
+	@echo "==> check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml"
+	@$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	@echo "==> check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml"
+	@$(VENV)/bin/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
+	@echo "==> docker compose config --quiet (scripts/compose)"
 	@$(COMPOSE) config --quiet
 
+# Each lock's header names the exact command that wrote it, run from the
+# repository's root (uv writes it, leaving out -q), so that Renovate,
+# Dependabot or a person can re-run it without make. Pins already in a lock
+# are kept: no --upgrade. Python 3.13 is the images'; 3.11, the oldest the
+# host's .venv may have (pyproject.toml's requires-python).
+UV_COMPILE := $(VENV)/bin/uv pip compile -q --universal --generate-hashes
 lock: $(VENV)/.installed ## Re-pin requirements/*.txt, loadtest/ and bench/loadgen/ requirements.txt (with hashes) from the .in files
 	@$(PYTHON) -m pip install -q uv
-	@$(VENV)/bin/uv pip compile -q --universal --python-version 3.13 --generate-hashes \
-	    --custom-compile-command 'make lock' requirements/app.in -o requirements/app.txt
-	@$(VENV)/bin/uv pip compile -q --universal --python-version 3.11 --generate-hashes \
-	    --custom-compile-command 'make lock' requirements/test.in -o requirements/test.txt
-	@$(VENV)/bin/uv pip compile -q --universal --python-version 3.13 --generate-hashes \
-	    --custom-compile-command 'make lock' loadtest/requirements.in -o loadtest/requirements.txt
-	@$(VENV)/bin/uv pip compile -q --universal --python-version 3.13 --generate-hashes \
-	    --custom-compile-command 'make lock' requirements/bench.in -o requirements/bench.txt
-	@$(VENV)/bin/uv pip compile -q --universal --python-version 3.13 --generate-hashes \
-	    --custom-compile-command 'make lock' bench/loadgen/requirements.in -o bench/loadgen/requirements.txt
+	@$(UV_COMPILE) --python-version=3.13 requirements/app.in --output-file=requirements/app.txt
+	@$(UV_COMPILE) --python-version=3.11 requirements/test.in --output-file=requirements/test.txt
+	@# After test.txt, whose pins lint.in takes for the packages they share.
+	@$(UV_COMPILE) --python-version=3.11 requirements/lint.in --output-file=requirements/lint.txt
+	@$(UV_COMPILE) --python-version=3.13 loadtest/requirements.in --output-file=loadtest/requirements.txt
+	@$(UV_COMPILE) --python-version=3.13 requirements/bench.in --output-file=requirements/bench.txt
+	@$(UV_COMPILE) --python-version=3.13 bench/loadgen/requirements.in --output-file=bench/loadgen/requirements.txt
 
 # --- load testing (docs/loadtest.md) -------------------------------------------
 # Thresholds, users and run time: LOADTEST_* and LOCUST_* (see .env.example),
