@@ -13,19 +13,29 @@ PYTHON := $(VENV)/bin/python
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m unit"`.
 PYTEST_ARGS ?=
 
-.PHONY: help up down logs ps config test test-unit lint lock
+.PHONY: help up dev down logs ps config test test-unit lint lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-up: loadtest-reports ## Build the images, start nginx -> gunicorn -> Flask, wait until healthy
-	@$(COMPOSE) --profile '*' build
+up: ## Build the images, start nginx -> gunicorn -> Flask, wait until healthy
+	@# The product's images only: the load test's build when it first runs.
+	@$(COMPOSE) build
 	@# Fails fast, naming the variable, when a setting is invalid.
 	@$(COMPOSE) run --rm --no-deps -T app python3 -m app.settings >/dev/null
 	@$(COMPOSE) up -d --wait --wait-timeout 120 --remove-orphans
 	@echo "Serving on http://$$($(COMPOSE) port nginx 8080 2>/dev/null)/"
 	@echo "gunicorn's effective configuration:"
 	@$(COMPOSE) logs --no-log-prefix app 2>/dev/null | grep '"event": "gunicorn.config"' | tail -n 1
+
+# The development overlay (compose.dev.yml): app/ bind-mounted, gunicorn --reload.
+DEV := -f docker-compose.yml -f compose.dev.yml
+
+dev: ## Like up, but serving ./app as it is edited (gunicorn --reload; never Werkzeug's server)
+	@$(COMPOSE) $(DEV) build
+	@$(COMPOSE) $(DEV) run --rm --no-deps -T app python3 -m app.settings >/dev/null
+	@$(COMPOSE) $(DEV) up -d --wait --wait-timeout 120 --remove-orphans
+	@echo "Serving ./app with reload on http://$$($(COMPOSE) port nginx 8080 2>/dev/null)/ (make logs follows it)"
 
 down: ## Stop and remove the stack's containers and networks
 	@$(COMPOSE) --profile '*' down --remove-orphans
@@ -98,8 +108,10 @@ lock: $(VENV)/.installed ## Re-pin requirements/*.txt, loadtest/ and bench/loadg
 
 .PHONY: loadtest loadtest-ui loadtest-reports
 
-# Where the reports go; docker-compose.yml reads the same variable.
-LOADTEST_REPORTS_DIR := $(or $(LOADTEST_REPORTS_DIR),loadtest/reports)
+# Where the reports go; loadtest/compose.yml reads the same variable. Absolute,
+# because Compose resolves a relative one against loadtest/.
+LOADTEST_REPORTS_DIR := $(abspath $(or $(LOADTEST_REPORTS_DIR),loadtest/reports))
+export LOADTEST_REPORTS_DIR
 # The uid locust runs as: yours, so the reports are yours; as root, the
 # image's own unprivileged 10001 (root reads its files anyway).
 LOADTEST_UID := $(shell [ "$$(id -u)" = 0 ] && echo 10001 || id -u)
