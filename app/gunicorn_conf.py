@@ -12,6 +12,8 @@ import os
 import sys
 import traceback
 
+from gunicorn import util as gunicorn_util
+
 from app.settings import SettingsError, available_cpus, gunicorn_options, load, max_concurrent_requests
 
 try:
@@ -42,6 +44,13 @@ control_socket = "/tmp/gunicorn.ctl"
 # needs nothing but the standard library.
 preload_app = False
 proc_name = "flask-concurrency"
+# nginx refuses oversized requests first, in JSON: its buffers (8 kB a line,
+# 32 kB of headers: nginx/snippets/client-limits.conf) are the bound. Left at
+# their defaults (4094-byte line, 100 headers), gunicorn would answer some
+# requests nginx passes with an HTML 414 or 431 of its own.
+limit_request_line = 8190  # gunicorn's maximum
+limit_request_fields = 32768  # gunicorn's maximum; 32 kB holds fewer header lines
+limit_request_field_size = 0  # unlimited: nginx's 8 kB line buffer bounds it
 
 #: The names logged as the effective configuration, read back from gunicorn's
 #: own parsed config so that GUNICORN_CMD_ARGS or CLI flags show up too.
@@ -62,6 +71,22 @@ def on_starting(server) -> None:
     # One JSON line, easy to grep from `docker compose logs app`: the
     # integration tests compare what they measure with it.
     print(json.dumps({"event": "gunicorn.config", **effective_config(server.cfg)}), file=sys.stderr, flush=True)
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own answer to a request it refuses before the app runs (a
+    header it finds invalid, say), as JSON like every other error here.
+    gunicorn has no hook for this page, so its writer is replaced: same
+    status line and Connection: close, a JSON body instead of HTML."""
+    body = json.dumps({"error": {"status": status_int, "name": reason, "message": mesg, "source": "gunicorn"}})
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, (head + body).encode("latin1"))
+
+
+gunicorn_util.write_error = write_json_error
 
 
 def worker_abort(worker) -> None:

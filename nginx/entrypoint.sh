@@ -8,7 +8,7 @@
 # the start with one line naming it.
 set -eu
 
-VARIABLES="NGINX_PROXY_READ_TIMEOUT"
+VARIABLES="NGINX_PROXY_READ_TIMEOUT SERVER_NAMES NGINX_RATE_LIMIT NGINX_RATE_BURST NGINX_CONNECTIONS_PER_CLIENT"
 
 for name in $VARIABLES; do
   eval "value=\${$name:-}"
