@@ -18,17 +18,17 @@ for i in range(count):
     sock = socket.create_connection((host, port), timeout=5)
     if i % 2:
         # Headers complete, body promised but sent a byte at a time.
-        sock.sendall(b"POST /work/upload HTTP/1.1\r\nHost: slow\r\nContent-Length: 4096\r\n\r\n")
+        sock.sendall(b"POST /work/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4096\r\n\r\n")
     else:
         # Headers never finished.
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: slow\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
     slow.append((i % 2, sock))
 time.sleep(0.5)
 
 probe = socket.create_connection((host, port), timeout=5)
 probe.settimeout(0.2)
 probe_started = time.monotonic()
-probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
 answer, answered_after, next_trickle = b"", None, 0.0
 while time.monotonic() - probe_started < hold:
     if time.monotonic() >= next_trickle:

@@ -1,0 +1,8 @@
+#!/bin/sh
+# Build-time check of the config (`RUN nginx-check`): the templates rendered
+# with placeholder values (docker-compose.yml sets the real ones at start),
+# then `nginx -t`; leaves nothing behind in /tmp.
+set -eu
+NGINX_PROXY_READ_TIMEOUT=1s SERVER_NAMES=localhost NGINX_RATE_LIMIT=1r/s NGINX_RATE_BURST=1 \
+  NGINX_CONNECTIONS_PER_CLIENT=1 nginx-entrypoint -t -q -e stderr
+rm -rf /tmp/nginx /tmp/nginx.pid
