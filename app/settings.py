@@ -11,7 +11,9 @@ Two values come from outside, because they are other programs' settings:
 nginx's `proxy_read_timeout` and the app's Compose `stop_grace_period`. The
 compose file writes each once (a YAML anchor) and hands it both to the program
 that owns it and to this container (NGINX_PROXY_READ_TIMEOUT,
-APP_STOP_GRACE_PERIOD); gunicorn's timeouts are bounded by them here.
+APP_STOP_GRACE_PERIOD); gunicorn's timeouts are bounded by them here. Where
+they are absent (gunicorn run by hand, with no nginx or Docker around it),
+nothing bounds them.
 """
 
 from __future__ import annotations
@@ -25,10 +27,6 @@ from pathlib import Path
 
 WORKER_CLASSES = ("sync", "gthread", "gevent")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-#: Where the budget's outside values are absent (unit tests, gunicorn run by
-#: hand), gunicorn's timeouts are bounded by these, the compose file's values.
-UNBOUNDED_BUDGET = {"NGINX_PROXY_READ_TIMEOUT": 60, "APP_STOP_GRACE_PERIOD": 45}
 
 
 class SettingsError(ValueError):
@@ -111,6 +109,8 @@ class Variable:
     meaning: str
     #: Whether docker-compose.yml passes it to the app container.
     compose: bool = True
+    #: Whether it is one of gunicorn's settings (under `field`, its name).
+    gunicorn: bool = True
 
 
 def _default_workers(values: Mapping[str, object]) -> int:
@@ -238,6 +238,7 @@ VARIABLES: tuple[Variable, ...] = (
         True,
         "`true`",
         "serve the demonstration endpoints (`/work/*`, `/client`, app/demo.py); `false` in your fork",
+        gunicorn=False,
     ),
     Variable(
         "DEMO_MAX_WORK_MS",
@@ -246,6 +247,7 @@ VARIABLES: tuple[Variable, ...] = (
         1000,
         "`1000`",
         "most milliseconds one `/work/io` or `/work/cpu` request may ask for",
+        gunicorn=False,
     ),
 )
 
@@ -255,7 +257,7 @@ BUDGET: tuple[Variable, ...] = (
         "NGINX_PROXY_READ_TIMEOUT",
         "proxy_read_timeout",
         _seconds,
-        UNBOUNDED_BUDGET["NGINX_PROXY_READ_TIMEOUT"],
+        None,
         "",
         "",
     ),
@@ -263,7 +265,7 @@ BUDGET: tuple[Variable, ...] = (
         "APP_STOP_GRACE_PERIOD",
         "stop_grace_period",
         _seconds,
-        UNBOUNDED_BUDGET["APP_STOP_GRACE_PERIOD"],
+        None,
         "",
         "",
     ),
@@ -367,7 +369,7 @@ def _check_combinations(values: Mapping[str, object]) -> None:
         ("GUNICORN_TIMEOUT", "timeout", "proxy_read_timeout", "nginx's proxy_read_timeout"),
         ("GUNICORN_GRACEFUL_TIMEOUT", "graceful_timeout", "stop_grace_period", "the app's stop_grace_period"),
     ):
-        if values[field] >= values[outer]:  # type: ignore[operator]
+        if values[outer] is not None and values[field] >= values[outer]:  # type: ignore[operator]
             raise SettingsError(
                 f"{name}={values[field]} is out of range: expected below {outer_name} ({values[outer]} s)"
             )
@@ -387,13 +389,9 @@ def load(env: Mapping[str, str] | None = None, cpus: int | None = None) -> Setti
     return Settings(**{variable.field: values[variable.field] for variable in VARIABLES})
 
 
-#: Settings that are the app's, not gunicorn's.
-APP_FIELDS = ("demo_endpoints", "demo_max_work_ms")
-
-
 def gunicorn_options(settings: Settings) -> dict[str, object]:
     """The settings that are gunicorn's, under gunicorn's own names and types."""
-    options = {k: v for k, v in asdict(settings).items() if k not in APP_FIELDS}
+    options = {v.field: getattr(settings, v.field) for v in VARIABLES if v.gunicorn}
     options["bind"] = [settings.bind]
     options["accesslog"] = "-" if settings.accesslog else None
     return options

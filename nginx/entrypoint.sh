@@ -3,12 +3,12 @@
 #
 # Each nginx/templates/*.template is rendered with envsubst, as the official
 # image's entrypoint does, but into the /tmp tmpfs: the root filesystem is
-# read-only. Only the variables listed here are replaced, so nginx's own
-# $variables stay. docker-compose.yml sets each of them; a missing one stops
-# the start with one line naming it.
+# read-only. Only the ${UPPER_CASE} names the templates use are replaced, so
+# nginx's own $variables stay. docker-compose.yml sets each of them; a missing
+# one stops the start with one line naming it.
 set -eu
 
-VARIABLES="NGINX_PROXY_READ_TIMEOUT SERVER_NAMES NGINX_RATE_LIMIT NGINX_RATE_BURST NGINX_CONNECTIONS_PER_CLIENT"
+VARIABLES=$(cat /etc/nginx/templates/*.template | grep -o '\${[A-Z][A-Z0-9_]*}' | tr -d '${}' | sort -u)
 
 for name in $VARIABLES; do
   eval "value=\${$name:-}"

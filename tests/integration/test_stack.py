@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -283,3 +284,18 @@ def test_invalid_value_stops_the_app_container_with_the_message(built_images):
             requests.get(bad.url, timeout=2)
     finally:
         bad.down()
+
+
+def test_nginx_without_a_setting_stops_with_one_line_naming_it(built_images):
+    # The image's entrypoint renders nginx/templates; docker-compose.yml sets
+    # every variable they use. Run without them, it refuses to start.
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp", "flask-concurrency/nginx:local"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("configuration error: ") and "is not set" in line
+    assert re.search(r"\b(NGINX_[A-Z_]+|SERVER_NAMES) is not set", line), line

@@ -8,7 +8,6 @@ import pytest
 
 from app import settings
 from app.settings import (
-    UNBOUNDED_BUDGET,
     VARIABLES,
     SettingsError,
     available_cpus,
@@ -18,8 +17,9 @@ from app.settings import (
 
 pytestmark = pytest.mark.unit
 
-READ_TIMEOUT = UNBOUNDED_BUDGET["NGINX_PROXY_READ_TIMEOUT"]
-GRACE = UNBOUNDED_BUDGET["APP_STOP_GRACE_PERIOD"]
+#: The budget as the compose file hands it over (any values would do).
+READ_TIMEOUT, GRACE = 60, 45
+BUDGET = {"NGINX_PROXY_READ_TIMEOUT": f"{READ_TIMEOUT}s", "APP_STOP_GRACE_PERIOD": f"{GRACE}s"}
 
 
 def rejected(env: dict[str, str], *fragments: str, cpus: int = 2) -> str:
@@ -139,6 +139,7 @@ def test_zero_keepalive_and_limits_accepted():
     s = load(
         {
             "GUNICORN_KEEPALIVE": "0",
+            **BUDGET,
             "GUNICORN_TIMEOUT": str(READ_TIMEOUT - 1),
             "GUNICORN_GRACEFUL_TIMEOUT": str(GRACE - 1),
         },
@@ -221,14 +222,19 @@ def test_threads_rejected_with_default_class():
 
 @pytest.mark.parametrize("value", [str(READ_TIMEOUT), str(READ_TIMEOUT + 1), "600"])
 def test_timeout_must_stay_below_nginx(value):
-    rejected({"GUNICORN_TIMEOUT": value}, "GUNICORN_TIMEOUT", "proxy_read_timeout", f"({READ_TIMEOUT} s)")
-    assert load({"GUNICORN_TIMEOUT": str(READ_TIMEOUT - 1)}, cpus=1).timeout == READ_TIMEOUT - 1
+    rejected({**BUDGET, "GUNICORN_TIMEOUT": value}, "GUNICORN_TIMEOUT", "proxy_read_timeout", f"({READ_TIMEOUT} s)")
+    assert load({**BUDGET, "GUNICORN_TIMEOUT": str(READ_TIMEOUT - 1)}, cpus=1).timeout == READ_TIMEOUT - 1
 
 
 @pytest.mark.parametrize("value", [str(GRACE), "300"])
 def test_graceful_timeout_must_stay_below_compose_grace(value):
-    env = {"GUNICORN_GRACEFUL_TIMEOUT": value}
+    env = {**BUDGET, "GUNICORN_GRACEFUL_TIMEOUT": value}
     rejected(env, "GUNICORN_GRACEFUL_TIMEOUT", "stop_grace_period", f"({GRACE} s)")
+
+
+def test_without_nginx_and_docker_around_it_nothing_bounds_the_timeouts():
+    s = load({"GUNICORN_TIMEOUT": "600", "GUNICORN_GRACEFUL_TIMEOUT": "300"}, cpus=1)
+    assert (s.timeout, s.graceful_timeout) == (600, 300)
 
 
 @pytest.mark.parametrize(("raw", "seconds"), [("90", 90), ("90s", 90), ("2m", 120)])
