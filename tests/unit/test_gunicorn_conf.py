@@ -306,3 +306,38 @@ def test_real_gunicorn_gevent(gunicorn):
         assert_concurrent(bodies)
     assert run.proc.returncode == 0
     assert "Traceback" not in run.log.read_text()
+
+
+# --- gunicorn's own error page ---------------------------------------------------
+
+WRITE_ERROR = r"""
+import json, socket, sys
+sys.argv = ["gunicorn", "-c", "python:app.gunicorn_conf"]
+from gunicorn.app.wsgiapp import WSGIApplication
+WSGIApplication().cfg  # loads app.gunicorn_conf, as gunicorn's master does
+from gunicorn import util
+ours, theirs = socket.socketpair()
+util.write_error(ours, 400, "Bad Request", "Invalid HTTP Header: 'CONTENT-TYPE' <script>")
+ours.close()
+sys.stdout.write(theirs.recv(65536).hex())  # hex: the pipe would fold CRLF
+"""
+
+
+def test_gunicorns_own_error_page_is_json(helpers, env_factory):
+    result = helpers.run_python(["-c", WRITE_ERROR], env_factory())
+    assert result.returncode == 0, result.stderr
+    answer = bytes.fromhex(result.stdout.strip()).decode("latin1")
+    head, _, body = answer.partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    assert lines[0] == "HTTP/1.1 400 Bad Request"
+    assert "Content-Type: application/json" in lines and "Connection: close" in lines
+    assert f"Content-Length: {len(body)}" in lines
+    assert json.loads(body) == {
+        "error": {
+            "status": 400,
+            "name": "Bad Request",
+            "message": "Invalid HTTP Header: 'CONTENT-TYPE' <script>",
+            "source": "gunicorn",
+        }
+    }
+    assert "<html" not in body
