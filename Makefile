@@ -13,29 +13,36 @@ PYTHON := $(VENV)/bin/python
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m unit"`.
 PYTEST_ARGS ?=
 
-.PHONY: help up dev down logs ps config test test-unit lint lock
+.PHONY: help up dev certs down logs ps config test test-unit lint lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 up: ## Build the images, start nginx -> gunicorn -> Flask, wait until healthy
+	@# TLS_CERT_FILE and TLS_KEY_FILE, if set: both, readable, in date, matching.
+	@scripts/check-tls.sh
 	@# The product's images only: the load test's build when it first runs.
 	@$(COMPOSE) build
 	@# Fails fast, naming the variable, when a setting is invalid.
 	@$(COMPOSE) run --rm --no-deps -T app python3 -m app.settings >/dev/null
 	@$(COMPOSE) up -d --wait --wait-timeout 120 --remove-orphans
 	@echo "Serving on http://$$($(COMPOSE) port nginx 8080 2>/dev/null)/"
+	@if [ -n "$$($(COMPOSE) port nginx 8443 2>/dev/null)" ]; then \
+	  echo "HTTPS on https://$$($(COMPOSE) port nginx 8443)/ (plain HTTP redirects there)"; fi
 	@echo "gunicorn's effective configuration:"
 	@$(COMPOSE) logs --no-log-prefix app 2>/dev/null | grep '"event": "gunicorn.config"' | tail -n 1
 
 # The development overlay (compose.dev.yml): app/ bind-mounted, gunicorn --reload.
-DEV := -f docker-compose.yml -f compose.dev.yml
-
+dev: export COMPOSE_FILE = docker-compose.yml:compose.dev.yml
 dev: ## Like up, but serving ./app as it is edited (gunicorn --reload; never Werkzeug's server)
-	@$(COMPOSE) $(DEV) build
-	@$(COMPOSE) $(DEV) run --rm --no-deps -T app python3 -m app.settings >/dev/null
-	@$(COMPOSE) $(DEV) up -d --wait --wait-timeout 120 --remove-orphans
+	@scripts/check-tls.sh
+	@$(COMPOSE) build
+	@$(COMPOSE) run --rm --no-deps -T app python3 -m app.settings >/dev/null
+	@$(COMPOSE) up -d --wait --wait-timeout 120 --remove-orphans
 	@echo "Serving ./app with reload on http://$$($(COMPOSE) port nginx 8080 2>/dev/null)/ (make logs follows it)"
+
+certs: ## Make a local CA and a certificate for localhost in certs/ (mkcert; never installed in a trust store)
+	@scripts/make-certs.sh
 
 down: ## Stop and remove the stack's containers and networks
 	@$(COMPOSE) --profile '*' down --remove-orphans

@@ -50,9 +50,13 @@ def create_app() -> Flask:
         DEMO_MAX_WORK_MS=config.demo_max_work_ms,
     )
     app.json.sort_keys = False
-    # Exactly one trusted hop: nginx. Trusting more would let a client forge
-    # its address or scheme with its own X-Forwarded-* headers.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    # Trust exactly the proxies there are (TRUSTED_PROXY_HOPS; 1, nginx, by
+    # default): each appends what it saw, so the value N from the right is the
+    # outermost proxy's, and whatever a client wrote itself sits further left.
+    # Trusting more hops than there are would let a client forge its address
+    # or scheme.
+    hops = config.trusted_proxy_hops
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)

@@ -232,6 +232,15 @@ VARIABLES: tuple[Variable, ...] = (
         "addresses gunicorn trusts for `X-Forwarded-Proto` (the app trusts nginx through ProxyFix)",
     ),
     Variable(
+        "TRUSTED_PROXY_HOPS",
+        "trusted_proxy_hops",
+        _integer(1, 5),
+        1,
+        "`1`",
+        "proxies in front of the app whose X-Forwarded-* it trusts: 1 is nginx; 2 adds a TLS-terminating load balancer",
+        gunicorn=False,
+    ),
+    Variable(
         "DEMO_ENDPOINTS",
         "demo_endpoints",
         _boolean,
@@ -287,6 +296,7 @@ class Settings:
     accesslog: bool
     bind: str
     forwarded_allow_ips: str
+    trusted_proxy_hops: int
     demo_endpoints: bool
     demo_max_work_ms: int
 

@@ -4,5 +4,5 @@
 # then `nginx -t`; leaves nothing behind in /tmp.
 set -eu
 NGINX_PROXY_READ_TIMEOUT=1s SERVER_NAMES=localhost NGINX_RATE_LIMIT=1r/s NGINX_RATE_BURST=1 \
-  NGINX_CONNECTIONS_PER_CLIENT=1 nginx-entrypoint -t -q -e stderr
+  NGINX_CONNECTIONS_PER_CLIENT=1 HSTS_MAX_AGE=1 nginx-entrypoint -t -q -e stderr
 rm -rf /tmp/nginx /tmp/nginx.pid

@@ -17,3 +17,17 @@ debian_mirror() {
          for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:\/\/.*\/debian\/?$/) { print $i; exit }
        }' "${files[@]}"
 }
+
+# setting NAME: the variable's value as Compose sees it, the environment
+# first, then the project's .env (NAME=VALUE lines, optionally quoted).
+# Prints nothing when it is set in neither.
+setting() {
+  local name=$1 root
+  if [ -n "${!name:-}" ]; then
+    printf '%s\n' "${!name}"
+    return
+  fi
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  [ -f "$root/.env" ] || return 0
+  sed -n "s/^[[:space:]]*$name=//p" "$root/.env" | tail -n 1 | sed -e "s/^[\"']//" -e "s/[\"']\$//"
+}

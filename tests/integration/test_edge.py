@@ -15,6 +15,7 @@ import json
 import os
 import random
 import socket
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -148,20 +149,21 @@ def mutate(rng: random.Random, request: bytes) -> bytes:
     return bytes(data)
 
 
-def exchange(port: int, raw: bytes) -> tuple[bytes, float]:
-    """Send `raw` and read until the server closes, or has sent a whole first
-    response, or falls silent (it waits for the rest of an incomplete request,
-    which is its right): (answer, seconds)."""
+def exchange(port: int, raw: bytes, tls: ssl.SSLContext | None = None) -> tuple[bytes, float]:
+    """Send `raw` (over TLS with `tls`) and read until the server closes, or
+    has sent a whole first response, or falls silent (it waits for the rest of
+    an incomplete request, which is its right): (answer, seconds)."""
     started = time.monotonic()
     answer = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=SILENCE_S) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=SILENCE_S) as plain:
+        sock = tls.wrap_socket(plain, server_hostname="localhost") if tls else plain
         try:
             sock.sendall(raw)
             while chunk := sock.recv(65536):
                 answer += chunk
                 if raw.count(b"HTTP/1.1\r\n") <= 1 and _complete(answer):
                     break
-        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+        except (ConnectionResetError, BrokenPipeError, TimeoutError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
             pass
     return answer, time.monotonic() - started
 
@@ -243,24 +245,31 @@ def gunicorn_pids(stack: Stack) -> set[str]:
     return {p["pid"] for p in stack.processes("app") if "gunicorn" in p["args"]}
 
 
-def test_hostile_catalogue_and_mutations_get_json_4xx_and_harm_nothing(edge):
-    pids_before = gunicorn_pids(edge)
+def hostile_traffic(port: int, mutations: int, tls: ssl.SSLContext | None = None) -> collections.Counter:
+    """The catalogue, then `mutations` seeded mutations, each checked; the
+    statuses seen (printed)."""
     statuses: collections.Counter = collections.Counter()
     for name, raw in CATALOGUE.items():
-        check(name, *exchange(edge.port, raw), statuses)
+        check(name, *exchange(port, raw, tls), statuses)
     catalogue = dict(statuses)
 
     rng = random.Random(FUZZ_SEED)
-    cases = [mutate(rng, rng.choice(GOOD)) for _ in range(FUZZ_CASES)]
+    cases = [mutate(rng, rng.choice(GOOD)) for _ in range(mutations)]
     with ThreadPoolExecutor(max_workers=32) as pool:
-        answers = list(pool.map(lambda raw: exchange(edge.port, raw), cases))
+        answers = list(pool.map(lambda raw: exchange(port, raw, tls), cases))
     for i, (answer, seconds) in enumerate(answers):
         check(f"mutation {i}: {cases[i][:120]!r}", answer, seconds, statuses)
-
-    worker_class = edge.effective_config()["worker_class"]
-    print(f"\n{worker_class}: catalogue {len(CATALOGUE)} -> {catalogue}")
+    over = "TLS" if tls else "plain HTTP"
+    print(f"\n{over}: catalogue {len(CATALOGUE)} -> {catalogue}")
     seen = dict(sorted(statuses.items(), key=str))
-    print(f"{worker_class}: seed {FUZZ_SEED}, {FUZZ_CASES} mutations; all statuses {seen}")
+    print(f"{over}: seed {FUZZ_SEED}, {mutations} mutations; all statuses {seen}")
+    return statuses
+
+
+def test_hostile_catalogue_and_mutations_get_json_4xx_and_harm_nothing(edge):
+    pids_before = gunicorn_pids(edge)
+    print(f"\n{edge.effective_config()['worker_class']}:", end="")
+    hostile_traffic(edge.port, FUZZ_CASES)
     # Unharmed: a normal request answers at once, from the same workers.
     started = time.monotonic()
     assert edge.get("/healthz", timeout=5).status_code == 200

@@ -206,3 +206,13 @@ def test_client_reports_what_proxyfix_sees(client):
         environ_base={"REMOTE_ADDR": "172.18.0.5"},
     )
     assert assert_json(response) == {"remote_addr": "203.0.113.7", "scheme": "https", "host": "example.com"}
+
+
+@pytest.mark.parametrize(("hops", "expected"), [("1", "198.51.100.2"), ("2", "203.0.113.9")])
+def test_client_trusts_exactly_trusted_proxy_hops(app, monkeypatch, hops, expected):
+    monkeypatch.setenv("TRUSTED_PROXY_HOPS", hops)
+    client = create_app().test_client()
+    headers = {"X-Forwarded-For": "6.6.6.6, 203.0.113.9, 198.51.100.2", "X-Forwarded-Proto": "http, https, http"}
+    body = assert_json(client.get("/client", headers=headers, environ_base={"REMOTE_ADDR": "172.18.0.5"}))
+    assert body["remote_addr"] == expected
+    assert body["scheme"] == ("http" if hops == "1" else "https")

@@ -89,6 +89,7 @@ def test_every_variable_overrides():
         "FORWARDED_ALLOW_IPS": "10.0.0.2",
         "GUNICORN_LOG_LEVEL": "debug",
         "GUNICORN_ACCESS_LOG": "true",
+        "TRUSTED_PROXY_HOPS": "2",
         "DEMO_ENDPOINTS": "false",
         "DEMO_MAX_WORK_MS": "250",
     }
@@ -107,6 +108,7 @@ def test_every_variable_overrides():
     assert s.forwarded_allow_ips == "10.0.0.2"
     assert s.loglevel == "debug"
     assert s.accesslog is True
+    assert s.trusted_proxy_hops == 2
     assert s.demo_endpoints is False
     assert s.demo_max_work_ms == 250
 

@@ -73,7 +73,8 @@ def test_compose_passes_exactly_the_app_variables():
 def test_every_documented_variable_is_read_somewhere():
     """No row in the README and no line in .env.example for a variable nobody reads."""
     readers = {variable.name for variable in VARIABLES}
-    sources = [COMPOSE, *(p.read_text() for p in [REPO / "Makefile", *REPO.glob("*/compose.yml")])]
+    files = [REPO / "Makefile", *REPO.glob("compose.*.yml"), *REPO.glob("*/compose.yml")]
+    sources = [COMPOSE, *(p.read_text() for p in files)]
     for name in set(readme_table()) | set(env_example()):
         if name in readers:
             continue
@@ -106,3 +107,9 @@ def test_base_images_are_named_once_and_the_docs_agree(arg):
     assert readme_table()[arg][0] == f"`{official}`"
     for path in [REPO / "docker-compose.yml", *REPO.glob("*/compose.yml")]:
         assert official not in path.read_text(), f"{path.name} names {official}: the Dockerfile's default is the one"
+
+
+def test_nginx_trusts_as_many_proxy_hops_as_the_app_by_default():
+    # nginx needs its own default in the compose file; it must be the app's.
+    (hops,) = [v for v in VARIABLES if v.name == "TRUSTED_PROXY_HOPS"]
+    assert compose_default("TRUSTED_PROXY_HOPS") == str(hops.default)
