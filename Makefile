@@ -73,9 +73,8 @@ test: $(VENV)/.installed lint ## Run every check: lint, then unit and integratio
 test-unit: $(VENV)/.installed ## Run the fast unit tests only (no Docker)
 	@$(PYTHON) -m pytest -m unit $(PYTEST_ARGS)
 
-# gixy reads the nginx config as it ships: `nginx -T` in the nginx image, run
-# as Compose runs it, dumps every file nginx loads, the base image's and the
-# templates rendered at start included.
+# gixy reads the nginx config as it ships, with and without TLS
+# (scripts/lint-nginx.sh).
 lint: $(VENV)/.installed ## ruff, hadolint (Dockerfiles), gixy (nginx), check-jsonschema (.github), compose config
 	@echo "==> ruff check ."
 	@$(VENV)/bin/ruff check .
@@ -83,9 +82,7 @@ lint: $(VENV)/.installed ## ruff, hadolint (Dockerfiles), gixy (nginx), check-js
 	@$(VENV)/bin/ruff format --check .
 	@files=$$(git ls-files '*Dockerfile*'); echo "==> hadolint" $$files; \
 	  $(VENV)/bin/hadolint $$files
-	@echo "==> nginx -T in the nginx image (docker compose run nginx -T) | gixy -"
-	@$(COMPOSE) --progress quiet build nginx >/dev/null
-	@$(COMPOSE) --progress quiet run --rm --no-deps -T nginx -T | $(VENV)/bin/gixy -
+	@VENV=$(VENV) scripts/lint-nginx.sh
 	@echo "==> check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml"
 	@$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	@echo "==> check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml"
