@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +21,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import trustme
 from python_on_whales import Container
 
 from bench import cpu, generators
@@ -30,17 +33,23 @@ from harness.stack import REPO, Stack
 
 BENCH_COMPOSE = REPO / "bench" / "compose.yml"
 PROJECT = "flask-concurrency-bench"
+#: Where each lab project's throwaway certificate and key are made at start
+#: (git-ignored), for its HTTPS configuration's nginx (BENCH_TLS_DIR).
+TLS_ROOT = REPO / ".cache" / "bench-tls"
 #: A server still draining an earlier run's queue must answer within this.
 DRAIN_TIMEOUT_S = 120
 
+# Over https the probes, like wrk and locust, do not verify the lab's
+# throwaway certificate.
 _READY = r"""
-import sys, time, urllib.request
+import ssl, sys, time, urllib.request
+context = ssl._create_unverified_context()
 deadline = time.monotonic() + float(sys.argv[1])
 pending = list(sys.argv[2:])
 while pending:
     url = pending[0]
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
             response.read()
             if response.status == 200:
                 pending.pop(0)
@@ -53,9 +62,10 @@ while pending:
 """
 
 _PROBE = r"""
-import sys, time, urllib.request
+import ssl, sys, time, urllib.request
 started = time.monotonic()
-with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])) as response:
+context = ssl._create_unverified_context()
+with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]), context=context) as response:
     response.read()
     assert response.status == 200, response.status
 print(time.monotonic() - started)
@@ -81,7 +91,8 @@ class Lab:
         self.configs = configs
         self.workloads = workloads
         self.log = log
-        self.stack = _bench_stack(project, gunicorn_args, app_cpus)
+        self.tls_dir = TLS_ROOT / project
+        self.stack = _bench_stack(project, gunicorn_args, app_cpus, self.tls_dir)
         self.app_cpus = app_cpus
         self._ids: dict[str, str] = {}
         #: App servers' PID 1 as this machine sees it, when the engine runs
@@ -112,6 +123,9 @@ class Lab:
         services = self.services()
         self.log(f"starting {len(services)} containers: {', '.join(services)}")
         started = time.monotonic()
+        tls_hosts = [urlsplit(c.base_url).hostname for c in self.configs if c.base_url.startswith("https:")]
+        if tls_hosts:
+            write_tls_files(self.tls_dir, tls_hosts)
         self._start(services)
         self._find_cgroup_cpu_files(services)
         self._find_local_app_servers()
@@ -171,6 +185,7 @@ class Lab:
     def down(self) -> None:
         self.log("removing the lab's containers and networks")
         self.stack.docker.compose.down(remove_orphans=True, volumes=True, timeout=5, quiet=True)
+        shutil.rmtree(self.tls_dir, ignore_errors=True)
 
     # --- helpers -------------------------------------------------------------
 
@@ -388,7 +403,7 @@ class Lab:
         return Snapshot(at=at, cpu_ns=cpu_ns, worker_ticks=ticks, hz=hz, host_busy=host)
 
 
-def _bench_stack(project: str, gunicorn_args: str, app_cpus: float) -> Stack:
+def _bench_stack(project: str, gunicorn_args: str, app_cpus: float, tls_dir: Path) -> Stack:
     """The Compose project holding every configuration (docker-compose.yml
     with bench/compose.yml over it, `bench` profile)."""
     return Stack(
@@ -402,7 +417,27 @@ def _bench_stack(project: str, gunicorn_args: str, app_cpus: float) -> Stack:
         # Extra gunicorn options for every gunicorn configuration (to try
         # a setting before changing app/gunicorn_conf.py).
         BENCH_GUNICORN_CMD_ARGS=gunicorn_args,
+        # The HTTPS configuration's certificate and key (write_tls_files).
+        BENCH_TLS_DIR=str(tls_dir),
     )
+
+
+def write_tls_files(directory: Path, hosts: list[str]) -> None:
+    """A throwaway CA's certificate for the hosts, as the project's nginx
+    reads it: cert.pem (the chain) and key.pem, readable by nginx's uid 101
+    through the bind mount. Made anew at each start, under .cache/ (never
+    committed), removed with the lab."""
+    leaf = trustme.CA().issue_cert(*hosts)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    files = {
+        "cert.pem": b"".join(pem.bytes() for pem in leaf.cert_chain_pems),
+        "key.pem": leaf.private_key_pem.bytes(),
+    }
+    for name, data in files.items():
+        path = directory / name
+        path.write_bytes(data)
+        path.chmod(0o644)
 
 
 def served_share(result: dict, connections: int) -> float:

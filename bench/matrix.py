@@ -154,6 +154,24 @@ CONFIGS: tuple[Config, ...] = (
         "listens on its own SO_REUSEPORT socket; the kernel spreads new connections over them)",
         workloads=("fast", "cpu", "mix"),
     ),
+    Config(
+        key="nginx-gthread-tls",
+        label="nginx → gunicorn gthread, HTTPS",
+        family="nginx+gunicorn",
+        generator="loadgen",
+        base_url="https://nginx-gthread-tls:8443",
+        # The same gunicorn as nginx-gthread: only the front differs.
+        app_service="gunicorn-gthread",
+        front_service="nginx-gthread-tls",
+        settings="as nginx → gunicorn gthread (the same gunicorn), with the project's HTTPS mode on (docs/tls.md, "
+        "a throwaway ECDSA P-256 certificate made at lab start): wrk speaks HTTP/1.1 over TLS 1.3 on keep-alive "
+        "connections, without verifying the certificate",
+        # What TLS costs per request. On io and cpu gthread is bounded by its
+        # threads and by the app's CPU, which TLS does not change; in the mix
+        # (fixed offered load) the latency would be mostly locust's own TLS
+        # work in Python, on the same two cores.
+        workloads=("fast",),
+    ),
     _uwsgi(
         "uwsgi-threads",
         "nginx → uWSGI threads",

@@ -132,6 +132,12 @@ def ratios(runs: list[dict], workloads: tuple[Workload, ...]) -> list[dict]:
             paired_ratio(runs, ("nginx-gthread-reuseport", workload), ("nginx-gthread", workload)),
             workload=workload,
         )
+    add(
+        "HTTPS / plain HTTP through nginx (gthread)",
+        "fast",
+        paired_ratio(runs, ("nginx-gthread-tls", "fast"), ("nginx-gthread", "fast")),
+        workload="fast",
+    )
     for workload in ("fast", "io"):
         add(
             "host port (docker-proxy) vs inside the network",

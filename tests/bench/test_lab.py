@@ -1,7 +1,8 @@
 """The concurrency lab's own correctness, through its quick mode (`make bench
 QUICK=1`): every configuration started and served every workload without
 errors, the development servers were reachable only inside the lab, the
-output files were written and parse, and nothing was left running.
+output files were written and parse, and nothing was left running (the
+HTTPS configuration's throwaway key included).
 
 Speed is not checked here: the figures of a quick run on a shared machine
 mean little. The docs' figures come from the full mode.
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.lab import TLS_ROOT
 from bench.matrix import CONFIGS, workloads
 from harness.stack import REPO
 
@@ -133,6 +135,8 @@ def test_nothing_was_left_running(lab):
             check=True,
         ).stdout.split()
         assert leftover == [], f"docker {kind}: {leftover}"
+    # Nor the HTTPS configuration's throwaway key.
+    assert not (TLS_ROOT / PROJECT).exists()
 
 
 def png_size(path: Path) -> tuple[int, int]:

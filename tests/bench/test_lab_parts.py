@@ -5,12 +5,14 @@ The lab as a whole is test_lab.py's subject (`-m bench`)."""
 from __future__ import annotations
 
 import json
+import ssl
+import stat
 
 import pytest
 
-from bench import cpu, generators
+from bench import cpu, generators, report
 from bench.__main__ import main, parse_args, plan_runs, select
-from bench.lab import served_share
+from bench.lab import served_share, write_tls_files
 from bench.matrix import CONFIGS_BY_KEY
 
 pytestmark = pytest.mark.unit
@@ -102,3 +104,41 @@ def test_each_pass_runs_the_configurations_in_a_different_order():
 def test_an_unknown_configuration_fails_before_anything_starts(capsys):
     assert main(["--configs", "gunicorn-sync,nope"]) == 2
     assert "unknown configuration(s): nope" in capsys.readouterr().err
+
+
+def test_the_https_configuration_differs_from_nginx_gthread_only_in_its_front():
+    plain, tls = CONFIGS_BY_KEY["nginx-gthread"], CONFIGS_BY_KEY["nginx-gthread-tls"]
+    assert tls.base_url == "https://nginx-gthread-tls:8443"
+    assert tls.app_service == plain.app_service and tls.generator == plain.generator
+    assert tls.front_service == "nginx-gthread-tls" != plain.front_service
+    assert tls.runs("fast") and not tls.runs("io")
+
+
+def test_the_https_ratio_is_paired_pass_by_pass():
+    def run(rep, config, workload, rps):
+        return {"rep": rep, "config": config, "workload": workload, "rps": rps}
+
+    runs = [
+        run(1, "nginx-gthread", "fast", 4000),
+        run(1, "nginx-gthread-tls", "fast", 3000),
+        run(2, "nginx-gthread", "fast", 2000),
+        run(2, "nginx-gthread-tls", "fast", 1800),
+        # Without its plain partner in the same pass: not counted.
+        run(3, "nginx-gthread-tls", "fast", 5000),
+    ]
+    (ratio,) = [r for r in report.ratios(runs, ()) if r["group"].startswith("HTTPS / plain HTTP")]
+    assert ratio["name"] == "fast" and ratio["n"] == 2
+    assert (ratio["min"], ratio["max"]) == (0.75, 0.9)
+    assert ratio["median"] == pytest.approx(0.825)
+
+
+def test_the_labs_certificate_is_what_nginx_reads(tmp_path):
+    directory = tmp_path / "tls"
+    write_tls_files(directory, ["nginx-gthread-tls"])
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    # nginx runs as uid 101, not the file's owner.
+    for path in (cert, key):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o755
+    # PEM, and the key is the certificate's (this raises otherwise).
+    ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
