@@ -33,6 +33,10 @@ CONFIGURATIONS = {
     "gevent": ({"WORKER_CLASS": "gevent", "WEB_CONCURRENCY": "1", **PROVOKE}, 300),
 }
 IO_MS = 1000
+#: gevent's burst is 300 requests, which take the client, docker-proxy and
+#: nginx up to a second to launch on 2 busy cores: each must last well beyond
+#: that, or the first ends before the last begins and the overlap undercounts.
+BURST_IO_MS = {"sync": IO_MS, "gthread": IO_MS, "gevent": 3000}
 SLOW_CLIENTS = Path(__file__).with_name("slow_clients.py").read_text()
 
 
@@ -78,13 +82,14 @@ def test_io_concurrency_degree_is_what_the_effective_config_says(stacks, worker_
     stack = stacks(worker_class)
     config = stack.effective_config()
     _, k = CONFIGURATIONS[worker_class]
-    results = fire(f"{stack.url}/work/io?ms={IO_MS}", k)
+    ms = BURST_IO_MS[worker_class]
+    results = fire(f"{stack.url}/work/io?ms={ms}", k)
     assert all(r.status == 200 for r in results), [r.status for r in results]
 
     degree = max_overlap([r.interval for r in results])
     expected = min(k, config["max_concurrent_requests"])
-    waves = rounds(results, IO_MS / 1000)
-    print(f"\n{worker_class}: {k} x {IO_MS} ms I/O -> degree {degree} (config says {expected}), {waves} round(s)")
+    waves = rounds(results, ms / 1000)
+    print(f"\n{worker_class}: {k} x {ms} ms I/O -> degree {degree} (config says {expected}), {waves} round(s)")
     assert degree == expected
     assert waves == -(-k // expected)  # ceil(k / degree)
 
@@ -103,10 +108,11 @@ def test_gthread_serves_workers_times_threads(stacks):
 def test_gevent_serves_hundreds_of_io_requests_per_worker(stacks):
     stack = stacks("gevent")
     assert stack.effective_config()["workers"] == 1
-    results = fire(f"{stack.url}/work/io?ms={IO_MS}", 300)
+    ms = BURST_IO_MS["gevent"]
+    results = fire(f"{stack.url}/work/io?ms={ms}", 300)
     assert max_overlap([r.interval for r in results]) == 300
     # One round: the slowest client waited about one request's time, not 300.
-    assert max(r.client_seconds for r in results) < 3 * IO_MS / 1000
+    assert max(r.client_seconds for r in results) < 2 * ms / 1000
 
 
 # --- 2. the CPU limit --------------------------------------------------------
