@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 
 from gunicorn import util as gunicorn_util
 
+from app import lifecycle
 from app.settings import SettingsError, available_cpus, gunicorn_options, load, max_concurrent_requests
 
 try:
@@ -71,6 +73,20 @@ def on_starting(server) -> None:
     # One JSON line, easy to grep from `docker compose logs app`: the
     # integration tests compare what they measure with it.
     print(json.dumps({"event": "gunicorn.config", **effective_config(server.cfg)}), file=sys.stderr, flush=True)
+
+
+def post_worker_init(worker) -> None:
+    """SIGTERM (shutdown, or the old workers of a HUP reload) marks the
+    worker as draining before gunicorn's own handler stops it: from then on
+    /readyz answers 503 on any connection the worker still serves."""
+    stop = signal.getsignal(signal.SIGTERM)
+
+    def drain_then_stop(signum, frame) -> None:
+        lifecycle.begin_draining()
+        if callable(stop):
+            stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, drain_then_stop)
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:

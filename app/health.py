@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
+from app import lifecycle
+
 bp = Blueprint("health", __name__)
 
 
@@ -16,8 +18,11 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    # Readiness: every check in READINESS_CHECKS (name -> callable returning
-    # truthy when ready) must pass. A fork adds its database ping here.
+    # Readiness: not while draining (whatever polls this stops sending work
+    # at once), and every check in READINESS_CHECKS (name -> callable
+    # returning truthy when ready) must pass. A fork adds its database ping here.
+    if lifecycle.is_draining():
+        return jsonify(status="draining"), 503
     checks = current_app.config.get("READINESS_CHECKS", {})
     failed = []
     for name, check in checks.items():

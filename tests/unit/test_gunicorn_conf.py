@@ -341,3 +341,25 @@ def test_gunicorns_own_error_page_is_json(helpers, env_factory):
         }
     }
     assert "<html" not in body
+
+
+#: In a process of its own: importing the config replaces gunicorn's error writer.
+SIGTERM_IN_A_WORKER = r"""
+import os, signal, time
+from app import lifecycle
+import app.gunicorn_conf as conf
+seen = []
+signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(lifecycle.is_draining()))
+conf.post_worker_init(worker=None)
+assert not lifecycle.is_draining()
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.05)
+print(seen)
+"""
+
+
+def test_sigterm_marks_the_worker_draining_then_runs_gunicorns_handler(helpers, env_factory):
+    """post_worker_init chains the handler gunicorn installed: the flag
+    first, then gunicorn's own stop."""
+    result = helpers.run_python(["-c", SIGTERM_IN_A_WORKER], env=env_factory())
+    assert result.stdout.strip() == "[True]", result.stderr

@@ -71,3 +71,16 @@ def test_readyz_names_a_check_that_raises_and_logs_it(app, client, caplog):
     assert "db down" not in response.get_data(as_text=True)
     records = [r for r in caplog.records if "readiness check db raised" in r.getMessage()]
     assert records and records[0].exc_info is not None
+
+
+def test_readyz_answers_503_while_draining(client, monkeypatch):
+    from app import lifecycle
+
+    monkeypatch.setattr(lifecycle, "_draining", False)
+    assert client.get("/readyz").status_code == 200
+    lifecycle.begin_draining()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert assert_json(response) == {"status": "draining"}
+    # Liveness is another question: a draining worker is alive.
+    assert client.get("/healthz").status_code == 200
