@@ -42,4 +42,7 @@ case "${TRUSTED_PROXY_HOPS:-1}" in
      exit 2 ;;
 esac
 
+# The upstream's servers: the service name, every replica (nginx/rotation.sh).
+rotation write service
+
 exec nginx "$@"
