@@ -17,12 +17,18 @@ import os
 import socket
 import sys
 import time
+import urllib.error
+import urllib.request
 
 REPORTS = "/reports"
 #: Compose service names: the workers resolve the master by the first, the
 #: master counts the workers by the second.
 MASTER_HOST = "loadtest"
 WORKER_SERVICE = "loadtest-worker"
+#: locust.conf's host, the only one locustfile.py lets a run target.
+TARGET = "http://nginx:8080"
+#: How long the stack may take to answer before the run gives up on it.
+TARGET_WAIT_SECONDS = 30
 
 
 def fail(message: str) -> None:
@@ -90,6 +96,29 @@ def reports_prefix() -> str:
     return prefix
 
 
+def wait_for_target() -> None:
+    """The stack must already be running: Compose does not start it for this
+    service (no depends_on), because starting it would converge it, and a
+    load test measures the stack as it is, never rearranges it."""
+    target = TARGET
+    if os.environ.get("LOCUST_HOST", TARGET).rstrip("/") != TARGET:
+        return  # another host: locustfile.py refuses it, naming it
+    deadline = time.monotonic() + TARGET_WAIT_SECONDS
+    while True:
+        try:
+            with urllib.request.urlopen(f"{target}/healthz", timeout=5):  # noqa: S310 - the stack's own URL
+                return
+        except urllib.error.HTTPError:
+            return  # an answer, if not a 200: the run will report it
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                fail(
+                    f"nothing answers at {target} ({exc}): start the stack first (make up). "
+                    "The load test never starts or changes it."
+                )
+            time.sleep(1)
+
+
 def main(argv: list[str]) -> None:
     # Reports readable by everyone, whichever uid writes them.
     os.umask(0o022)
@@ -99,6 +128,7 @@ def main(argv: list[str]) -> None:
     if role == "worker":
         args += ["--worker", "--master-host", os.environ.get("LOCUST_MASTER_NODE_HOST", MASTER_HOST)]
     elif role in ("headless", "ui"):
+        wait_for_target()
         prefix = reports_prefix()
         args += ["--html", f"{prefix}.html", "--csv", prefix]
         if role == "headless":
