@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by the scripts in this directory; source it, do not run it.
 
 say() { printf '==> %s\n' "$*" >&2; }
