@@ -13,7 +13,7 @@ PYTHON := $(VENV)/bin/python
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m unit"`.
 PYTEST_ARGS ?=
 
-.PHONY: help up dev certs down logs ps config test test-unit lint lock
+.PHONY: help up dev certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,8 +29,7 @@ up: ## Build the images, start nginx -> gunicorn -> Flask, wait until healthy
 	@echo "Serving on http://$$($(COMPOSE) port nginx 8080 2>/dev/null)/"
 	@if [ -n "$$($(COMPOSE) port nginx 8443 2>/dev/null)" ]; then \
 	  echo "HTTPS on https://$$($(COMPOSE) port nginx 8443)/ (plain HTTP redirects there)"; fi
-	@echo "gunicorn's effective configuration:"
-	@$(COMPOSE) logs --no-log-prefix app 2>/dev/null | grep '"event": "gunicorn.config"' | tail -n 1
+	@scripts/effective-config.sh
 
 # The development overlay (compose.dev.yml): app/ bind-mounted, gunicorn --reload.
 dev: export COMPOSE_FILE = docker-compose.yml:compose.dev.yml
@@ -43,6 +42,20 @@ dev: ## Like up, but serving ./app as it is edited (gunicorn --reload; never Wer
 
 certs: ## Make a local CA and a certificate for localhost in certs/ (mkcert; never installed in a trust store)
 	@scripts/make-certs.sh
+
+deploy: ## Roll the app onto a fresh build, APP_REPLICAS of it, failing no request (docs/operations.md)
+	@scripts/check-tls.sh
+	@scripts/deploy.sh
+	@scripts/effective-config.sh
+
+# From inside each container: `docker kill --signal HUP` would do the same,
+# but Docker then counts the container as stopped by hand, and an
+# `unless-stopped` one is never restarted after a crash (moby/moby#41302).
+reload-app: ## HUP every replica's gunicorn: new workers, then the old ones drain (no failed request)
+	@for id in $$($(COMPOSE) ps -q --status running app); do 	  docker exec "$$id" sh -c 'kill -HUP 1' && echo "gunicorn reloaded in $$(docker inspect -f '{{.Name}}' "$$id" | cut -c2-)"; 	done
+
+reload-nginx: ## Check nginx's config, then reload it gracefully (renewed certificates, say)
+	@$(COMPOSE) exec -T nginx rotation reload
 
 down: ## Stop and remove the stack's containers and networks
 	@$(COMPOSE) --profile '*' down --remove-orphans
@@ -75,13 +88,15 @@ test-unit: $(VENV)/.installed ## Run the fast unit tests only (no Docker)
 
 # gixy reads the nginx config as it ships, with and without TLS
 # (scripts/lint-nginx.sh).
-lint: $(VENV)/.installed ## ruff, hadolint (Dockerfiles), gixy (nginx), check-jsonschema (.github), compose config
+lint: $(VENV)/.installed ## ruff, hadolint (Dockerfiles), shellcheck, gixy (nginx), check-jsonschema (.github), compose config
 	@echo "==> ruff check ."
 	@$(VENV)/bin/ruff check .
 	@echo "==> ruff format --check ."
 	@$(VENV)/bin/ruff format --check .
 	@files=$$(git ls-files '*Dockerfile*'); echo "==> hadolint" $$files; \
 	  $(VENV)/bin/hadolint $$files
+	@files=$$(git ls-files 'scripts/*' 'nginx/*.sh' '.ci/run'); echo "==> shellcheck" $$files; \
+	  $(VENV)/bin/shellcheck --severity=warning --external-sources $$files
 	@VENV=$(VENV) scripts/lint-nginx.sh
 	@echo "==> check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml"
 	@$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
@@ -124,10 +139,10 @@ LOADTEST_AS := LOCUST_UID=$(LOADTEST_UID) LOCUST_GID=$(LOADTEST_GID)
 
 loadtest: ## Load-test the stack headless (30 s), print the summary, exit 1 if a threshold fails
 	@$(MAKE) --no-print-directory loadtest-reports LOADTEST_WRITER=$(LOADTEST_UID)
-	@# Starts the stack if it is down, but never recreates a running one (as
-	@# `docker compose run` would if this shell's WORKER_CLASS, say, differs
-	@# from the one it was started with): the test measures the stack as it is.
-	@$(COMPOSE) up -d --wait --wait-timeout 120 --no-recreate nginx
+	@# Starts the stack if it is down; a running one is left exactly as it is
+	@# (no `up`, which would recreate a container whose settings differ from
+	@# this shell's, or scale the app back): the test measures the stack.
+	@[ -n "$$($(COMPOSE) ps -q --status running nginx)" ] || $(MAKE) --no-print-directory up
 	@# Distributed mode (LOCUST_WORKERS=N): the workers first; they find their
 	@# master by its service name (--use-aliases) and stop with it.
 	@rc=0; \
@@ -140,7 +155,7 @@ loadtest: ## Load-test the stack headless (30 s), print the summary, exit 1 if a
 loadtest-ui: ## Serve locust's web UI on http://127.0.0.1:8089 (LOADTEST_UI_PORT); Ctrl-C stops it
 	@$(MAKE) --no-print-directory loadtest-reports LOADTEST_WRITER=$(LOADTEST_UID)
 	@echo "locust's web UI: http://127.0.0.1:$${LOADTEST_UI_PORT:-8089}/ (Ctrl-C stops it)"
-	@$(COMPOSE) up -d --wait --wait-timeout 120 --no-recreate nginx
+	@[ -n "$$($(COMPOSE) ps -q --status running nginx)" ] || $(MAKE) --no-print-directory up
 	@$(LOADTEST_AS) $(COMPOSE) run --rm --no-deps --service-ports loadtest-ui
 
 # The reports directory, writable by whoever locust runs as (LOADTEST_WRITER):

@@ -97,9 +97,15 @@ class Stack:
         kwargs.setdefault("timeout", 30)
         return self.session.request(method, self.url + path, **kwargs)
 
+    def containers(self, service: str) -> list:
+        """Every container of the service: the app has APP_REPLICAS."""
+        return sorted(self.docker.compose.ps(services=[service]), key=lambda c: c.name)
+
     def container(self, service: str):
-        (container,) = self.docker.compose.ps(services=[service])
-        return container
+        """The service's one container (nginx, or an app with one replica)."""
+        containers = self.containers(service)
+        assert len(containers) == 1, f"{service} has {len(containers)} containers; use containers()"
+        return containers[0]
 
     def logs(self, service: str) -> str:
         return self.docker.compose.logs(services=[service], no_log_prefix=True)
@@ -110,19 +116,20 @@ class Stack:
         assert lines, "gunicorn logged no effective configuration"
         return json.loads(lines[-1])
 
-    def processes(self, service: str) -> list[dict[str, str]]:
-        """`docker top` of the service's container: uid, pid, ppid, args."""
-        container = self.container(service)
-        out = subprocess.run(
-            ["docker", "top", container.id, "-eo", "uid,pid,ppid,args"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.splitlines()
+    def processes(self, service: str, container=None) -> list[dict[str, str]]:
+        """`docker top` of the service's containers (or of one of them): uid,
+        pid, ppid, args, and the container's name."""
         rows = []
-        for line in out[1:]:
-            uid, pid, ppid, args = line.split(None, 3)
-            rows.append({"uid": uid, "pid": pid, "ppid": ppid, "args": args})
+        for each in [container] if container is not None else self.containers(service):
+            out = subprocess.run(
+                ["docker", "top", each.id, "-eo", "uid,pid,ppid,args"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.splitlines()
+            for line in out[1:]:
+                uid, pid, ppid, args = line.split(None, 3)
+                rows.append({"uid": uid, "pid": pid, "ppid": ppid, "args": args, "container": each.name})
         return rows
 
     def wait_serving(self, timeout: float = 30) -> dict:
@@ -141,12 +148,24 @@ class Stack:
 
     # --- the docker compose command line ----------------------------------
 
-    def compose(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300):
+    def cli_environment(self) -> dict[str, str]:
+        """The variables that point `make` and `scripts/compose` at this
+        stack (its project, compose files and env file), so that a test runs
+        a target exactly as a user would, on this stack."""
+        config = self.docker.client_config
+        return {
+            "COMPOSE_PROJECT_NAME": self.project,
+            "COMPOSE_FILE": ":".join(str(f) for f in config.compose_files),
+            "COMPOSE_ENV_FILES": str(self._env_file),
+        }
+
+    def compose(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300, input: str | None = None):
         """`docker compose ARGS` on this stack's project and env file, as a
         CompletedProcess (exit code, stdout, stderr), for what is easier to
         check on the command line than through python-on-whales, such as the
         exit code and output of `run`. `env` adds variables for Compose's
-        interpolation (e.g. LOADTEST_REPORTS_DIR); `run -e` sets a container's."""
+        interpolation (e.g. LOADTEST_REPORTS_DIR); `run -e` sets a container's;
+        `input` is the command's standard input."""
         config = self.docker.client_config
         command = ["docker", "compose", "--project-name", self.project, "--project-directory", str(REPO)]
         for compose_file in config.compose_files:
@@ -157,6 +176,7 @@ class Stack:
         return subprocess.run(
             command,
             env={**os.environ, **(env or {})},
+            input=input,
             capture_output=True,
             text=True,
             timeout=timeout,

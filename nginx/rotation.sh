@@ -76,7 +76,8 @@ reload() {
 case "${1:-}" in
   write)
     [ "${2:-}" = service ] || die "usage: rotation write service"
-    write service ;;
+    write service
+    exit 0 ;;
   service)
     cp "$servers" "$servers.previous"
     write service

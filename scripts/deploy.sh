@@ -68,19 +68,26 @@ health() {
   local status restarts check
   read -r status restarts check < <(docker inspect -f \
     '{{.State.Status}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$1")
-  if [ "$status" != running ] || [ "$restarts" != 0 ]; then echo "it stopped (state $status, $restarts restart(s))"
-  elif [ "$check" = unhealthy ]; then echo "its health check failed"
+  if [ "$restarts" != 0 ]; then echo "exited, and was restarted $restarts time(s)"
+  elif [ "$status" != running ]; then echo "exited (state $status)"
+  elif [ "$check" = unhealthy ]; then echo "failed its health check"
   elif [ "$check" = healthy ]; then echo healthy
   else echo waiting; fi
 }
 
 refuse() {
-  local id=$1 reason=$2
-  say "$(name_of "$id"): $reason; its last log lines:"
-  docker logs --tail 15 "$id" 2>&1 | sed 's/^/    /' >&2
+  local id=$1 reason=$2 name logs cause
+  name=$(name_of "$id")
+  logs=$(docker logs "$id" 2>&1)
+  say "$name: $reason; its last log lines:"
+  tail -n 20 <<<"$logs" | sed 's/^/    /' >&2
+  # The exception or configuration error that stopped it, if it logged one.
+  cause=$(grep -E '^[A-Za-z_.]*([Ee]rror|Exception): ' <<<"$logs" | tail -n 1 || true)
   say "removing the new replica(s); the ${#serving[@]} serving before keep serving"
   docker rm -f "${new[@]}" >/dev/null
-  die "deploy refused: $(name_of "$id") $reason"
+  rotation service
+  trap - EXIT
+  die "deploy refused: $name $reason${cause:+ ($cause)}"
 }
 
 say "waiting until they are healthy (at most ${health_timeout}s)"
@@ -88,7 +95,7 @@ deadline=$((SECONDS + health_timeout))
 for id in "${new[@]}"; do
   while state=$(health "$id"); [ "$state" != healthy ]; do
     [ "$state" = waiting ] || refuse "$id" "$state"
-    [ "$SECONDS" -lt "$deadline" ] || refuse "$id" "was not healthy after ${health_timeout}s"
+    [ "$SECONDS" -lt "$deadline" ] || refuse "$id" "was not healthy within ${health_timeout}s"
     sleep 1
   done
 done

@@ -48,7 +48,8 @@ def stacks(built_images):
     def get(worker_class: str) -> Stack:
         if worker_class not in started:
             settings, _ = CONFIGURATIONS[worker_class]
-            started[worker_class] = Stack(f"conc-{worker_class}", **settings).up()
+            # One replica: the design figure measured is a replica's.
+            started[worker_class] = Stack(f"conc-{worker_class}", APP_REPLICAS="1", **settings).up()
         return started[worker_class]
 
     try:
@@ -276,7 +277,7 @@ def test_default_worker_count_follows_the_container_cpu_limit_and_env_overrides_
     unlimited = stacks("sync").effective_config()
     assert unlimited["workers"] == 2 != 2 * unlimited["cpus_available"] + 1
 
-    limited = Stack("conc-cpus", APP_CPUS="1")
+    limited = Stack("conc-cpus", APP_REPLICAS="1", APP_CPUS="1")
     try:
         limited.up()
         config = limited.effective_config()

@@ -344,7 +344,8 @@ def test_going_over_the_connections_per_client_gets_json_429(limited):
 @pytest.mark.parametrize("service", ["app", "nginx"])
 def test_every_container_has_memory_cpu_and_pids_limits(stack, service):
     # docker-bench-security 5.10 (memory), 5.11 (CPU), 5.28 (PIDs).
-    host_config = stack.container(service).host_config
-    assert host_config.memory > 0
-    assert host_config.pids_limit and host_config.pids_limit > 0
-    assert host_config.cpu_shares > 0 or host_config.nano_cpus > 0
+    for container in stack.containers(service):
+        host_config = container.host_config
+        assert host_config.memory > 0
+        assert host_config.pids_limit and host_config.pids_limit > 0
+        assert host_config.cpu_shares > 0 or host_config.nano_cpus > 0

@@ -89,11 +89,10 @@ def _host_has_apparmor() -> bool:
 def test_only_the_expected_section_5_warnings(stack):
     expected = {("nginx", "5.9")} | (set() if _host_has_apparmor() else {("app", "5.2"), ("nginx", "5.2")})
     warnings = set()
-    for service in ("app", "nginx"):
+    inspected = [(service, container.id) for service in ("app", "nginx") for container in stack.containers(service)]
+    for service, container_id in inspected:
         (inspect,) = json.loads(
-            subprocess.run(
-                ["docker", "inspect", stack.container(service).id], capture_output=True, text=True, check=True
-            ).stdout
+            subprocess.run(["docker", "inspect", container_id], capture_output=True, text=True, check=True).stdout
         )
         for number, (title, warns) in CHECKS.items():
             if warns(inspect):

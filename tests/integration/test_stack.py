@@ -97,10 +97,10 @@ PUBLIC_PATHS = ["/", "/healthz", "/readyz", "/work/io?ms=0", "/work/cpu?ms=0", "
 
 
 def test_no_public_response_reveals_versions_pids_or_hostnames(stack):
-    app = stack.container("app")
+    replicas = stack.containers("app")
     pids = {p["pid"] for p in stack.processes("app")}
-    versions = stack.docker.container.execute(app, ["python3", "-c", VERSIONS]).split()
-    secrets_ = {app.config.hostname, platform.python_version(), *versions}
+    versions = stack.docker.container.execute(replicas[0], ["python3", "-c", VERSIONS]).split()
+    secrets_ = {*(app.config.hostname for app in replicas), platform.python_version(), *versions}
     for path in PUBLIC_PATHS:
         response = stack.get(path)
         seen = response.text + " ".join(f"{k}: {v}" for k, v in response.headers.items())
@@ -169,9 +169,9 @@ def test_no_response_header_names_werkzeug(contract_stack):
 
 
 def test_app_port_is_not_published_on_the_host(contract_stack):
-    app = contract_stack.container("app")
-    published = [b for bs in (app.network_settings.ports or {}).values() if bs for b in bs]
-    assert published == []
+    for app in contract_stack.containers("app"):
+        published = [b for bs in (app.network_settings.ports or {}).values() if bs for b in bs]
+        assert published == [], app.name
     for address in _host_addresses():
         with pytest.raises(OSError):
             socket.create_connection((address, 8000), timeout=2).close()
@@ -181,9 +181,10 @@ def test_app_address_is_unreachable_from_the_host(stack):
     engine = stack.docker.version().server.version
     if int(engine.split(".")[0]) < 28:
         pytest.skip(f"Docker {engine} always gives the host a route into bridge networks (isolated gateway: 28+)")
-    for network in stack.container("app").network_settings.networks.values():
-        with pytest.raises(OSError):
-            socket.create_connection((network.ip_address, 8000), timeout=2).close()
+    for app in stack.containers("app"):
+        for network in app.network_settings.networks.values():
+            with pytest.raises(OSError):
+                socket.create_connection((network.ip_address, 8000), timeout=2).close()
 
 
 def _host_addresses() -> list[str]:
@@ -201,27 +202,31 @@ def test_only_nginx_is_published_on_loopback(contract_stack):
 
 def test_app_processes_are_a_gunicorn_master_and_its_workers(contract_stack):
     config = contract_stack.effective_config()
-    processes = contract_stack.processes("app")
-    gunicorn = [p for p in processes if "gunicorn" in p["args"]]
-    pids = {p["pid"] for p in gunicorn}
-    masters = [p for p in gunicorn if p["ppid"] not in pids]
-    workers = [p for p in gunicorn if p["ppid"] in pids]
-    assert len(masters) == 1, processes
-    assert len(workers) == config["workers"], processes
-    assert all(w["ppid"] == masters[0]["pid"] for w in workers)
-    for p in processes:
-        assert "werkzeug" not in p["args"].lower()
-        assert "flask run" not in p["args"] and "app.devserver" not in p["args"]
+    replicas = contract_stack.containers("app")
+    assert len(replicas) == 2, "APP_REPLICAS defaults to 2"
+    for app in replicas:
+        processes = contract_stack.processes("app", app)
+        gunicorn = [p for p in processes if "gunicorn" in p["args"]]
+        pids = {p["pid"] for p in gunicorn}
+        masters = [p for p in gunicorn if p["ppid"] not in pids]
+        workers = [p for p in gunicorn if p["ppid"] in pids]
+        assert len(masters) == 1, processes
+        assert len(workers) == config["workers"], processes
+        assert all(w["ppid"] == masters[0]["pid"] for w in workers)
+        for p in processes:
+            assert "werkzeug" not in p["args"].lower()
+            assert "flask run" not in p["args"] and "app.devserver" not in p["args"]
 
 
 def test_gunicorn_control_socket_is_on_the_tmpfs_and_answers(contract_stack):
     # gunicorn >= 25 would open it under $HOME; here it is /tmp, a tmpfs.
     config = contract_stack.effective_config()
     assert config["control_socket"] == "/tmp/gunicorn.ctl"
-    answer = contract_stack.docker.container.execute(
-        contract_stack.container("app"), ["gunicornc", "-s", "/tmp/gunicorn.ctl", "-c", "show workers", "-j"]
-    )
-    assert json.loads(answer)["count"] == config["workers"]
+    for app in contract_stack.containers("app"):
+        answer = contract_stack.docker.container.execute(
+            app, ["gunicornc", "-s", "/tmp/gunicorn.ctl", "-c", "show workers", "-j"]
+        )
+        assert json.loads(answer)["count"] == config["workers"], app.name
 
 
 @pytest.mark.parametrize("service", ["app", "nginx"])
@@ -229,10 +234,10 @@ def test_containers_run_as_non_root_on_a_read_only_root(contract_stack, service)
     processes = contract_stack.processes(service)
     assert processes
     assert all(p["uid"] != "0" for p in processes), processes
-    container = contract_stack.container(service)
-    assert container.host_config.readonly_rootfs is True
-    assert container.host_config.cap_drop == ["ALL"]
-    assert "no-new-privileges:true" in container.host_config.security_opt
+    for container in contract_stack.containers(service):
+        assert container.host_config.readonly_rootfs is True
+        assert container.host_config.cap_drop == ["ALL"]
+        assert "no-new-privileges:true" in container.host_config.security_opt
 
 
 def test_invalid_worker_class_makes_make_up_fail_fast_naming_the_variable(built_images):

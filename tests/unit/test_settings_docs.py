@@ -81,7 +81,7 @@ def test_every_documented_variable_is_read_somewhere():
         assert any(re.search(rf"\b{name}\b", text) for text in sources) or _is_build_arg(name), name
 
 
-@pytest.mark.parametrize(("name", "default"), [("HTTP_PORT", "`8080`"), ("APP_CPUS", "none")])
+@pytest.mark.parametrize(("name", "default"), [("HTTP_PORT", "`8080`"), ("APP_REPLICAS", "`2`"), ("APP_CPUS", "none")])
 def test_compose_level_defaults_match_the_readme(name, default):
     assert readme_table()[name][0] == default
     assert compose_default(name) in (default.strip("`"), "0")
