@@ -14,6 +14,7 @@ import collections
 import json
 import os
 import random
+import re
 import socket
 import ssl
 import time
@@ -320,7 +321,10 @@ def test_going_over_the_request_rate_gets_json_429_at_once(limited):
         response = limited.get("/healthz")
         statuses[response.status_code] += 1
         if response.status_code == 429:
-            assert response.json()["error"] == TOO_MANY
+            error = response.json()["error"]
+            # The id nginx made for the request, in the body and the header alike.
+            assert error.pop("request_id") == response.headers["X-Request-ID"]
+            assert error == TOO_MANY
             assert time.monotonic() - started < 1, "a refused request must not be delayed"
     print(f"\n30 requests at once against 5 r/s, burst 5: {dict(statuses)}")
     assert statuses[429] >= 10 and statuses[200] >= 5
@@ -337,7 +341,9 @@ def test_going_over_the_connections_per_client_gets_json_429(limited):
     refused = [r for answer, _ in answers if answer for r in responses(answer) if r[0] == 429]
     assert refused, answers
     for _, _, body in refused:
-        assert json.loads(body)["error"] == TOO_MANY
+        error = json.loads(body)["error"]
+        assert re.fullmatch(r"[0-9a-f]{32}", error.pop("request_id")), "nginx's own $request_id"
+        assert error == TOO_MANY
     assert 'limiting connections by zone "per_client_connections"' in limited.logs("nginx")
 
 
