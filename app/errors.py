@@ -1,4 +1,6 @@
-"""Every error leaves the app as JSON: no HTML error page, no traceback."""
+"""Every error leaves the app as JSON: no HTML error page, no traceback.
+Each body names the request's id (app/request_id.py), as nginx's own error
+bodies do, so that a client's report leads to the log lines."""
 
 from __future__ import annotations
 
@@ -7,12 +9,17 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from app import request_id
+
 log = logging.getLogger(__name__)
 
 
 def error_body(status: int, name: str, message: str, **details: object):
-    body = {"error": {"status": status, "name": name, "message": message, **details}}
-    return jsonify(body), status
+    error = {"status": status, "name": name, "message": message, **details}
+    current_id = request_id.current()
+    if current_id is not None:
+        error["request_id"] = current_id
+    return jsonify({"error": error}), status
 
 
 class BadParameter(HTTPException):

@@ -1,9 +1,11 @@
 """The Flask application factory gunicorn loads through `app.wsgi:application`.
 
-It wires the parts: JSON errors (app/errors.py), health (app/health.py), your
-views (app/views.py) and, while DEMO_ENDPOINTS is on, the demonstration
-endpoints (app/demo.py). It is never served by Werkzeug's development server
-outside development: see `app.devserver`.
+It wires the parts: the request id (app/request_id.py), the metrics
+(app/metrics.py, while METRICS_PORT is not 0 under gunicorn), JSON errors
+(app/errors.py), health (app/health.py), your views (app/views.py) and, while
+DEMO_ENDPOINTS is on, the demonstration endpoints (app/demo.py). It is never
+served by Werkzeug's development server outside development: see
+`app.devserver`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import demo, errors, health, settings, views
+from app import demo, errors, health, metrics_master, request_id, settings, views
 
 #: 1 MiB. nginx refuses larger bodies first (client_max_body_size); this is the
 #: app's own limit for when it runs behind something else.
@@ -57,6 +59,11 @@ def create_app() -> Flask:
     # or scheme.
     hops = config.trusted_proxy_hops
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    request_id.register(app)
+    if metrics_master.enabled(config.metrics_port):
+        from app import metrics  # prometheus_client: only where its directory is ready
+
+        metrics.instrument(app)
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)

@@ -3,6 +3,12 @@
 Values come from app.settings (environment variables with defaults); this file
 only hands them to gunicorn and adds the hooks. An invalid variable stops the
 start here with one line naming it.
+
+The master imports this before gevent's worker monkey-patches (the workers
+fork from it, and preload_app is off): nothing beyond the standard library
+and gunicorn may be imported here, nor by the modules it imports. The JSON
+log formatters are named by string (app/logs.py), and prometheus_client is
+imported by the workers only, in post_worker_init and by the app.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import traceback
 
 from gunicorn import util as gunicorn_util
 
-from app import lifecycle
+from app import lifecycle, logs, metrics_master
 from app.settings import SettingsError, available_cpus, gunicorn_options, load, max_concurrent_requests
 
 try:
@@ -32,6 +38,14 @@ wsgi_app = "app.wsgi:application"
 _options = gunicorn_options(_settings)
 globals().update(_options)
 errorlog = "-"
+# LOG_FORMAT: one JSON line per event (default), or gunicorn's plain lines.
+logconfig_dict = logs.logconfig_dict(_settings.log_format, _settings.loglevel, _settings.accesslog)
+logger_class = logs.Logger
+
+# Metrics (METRICS_PORT, 0: off): PROMETHEUS_MULTIPROC_DIR, /tmp/metrics unless
+# set, is in the environment the workers and the metrics server inherit.
+_metrics_dir = metrics_master.directory(_settings.metrics_port)
+_metrics_process = None
 
 # The workers' heartbeat files go to a tmpfs: on an overlay or disk-backed
 # /tmp a slow fsync can make the arbiter think a healthy worker hung.
@@ -73,12 +87,48 @@ def on_starting(server) -> None:
     # One JSON line, easy to grep from `docker compose logs app`: the
     # integration tests compare what they measure with it.
     print(json.dumps({"event": "gunicorn.config", **effective_config(server.cfg)}), file=sys.stderr, flush=True)
+    if _metrics_dir:
+        # A previous run's files (gunicorn started again with the same
+        # directory) would add dead workers' counts to this run's.
+        metrics_master.reset_directory(_metrics_dir)
+
+
+def when_ready(server) -> None:
+    """Start the metrics server, a process of its own (app/metrics_server.py)."""
+    global _metrics_process
+    if _metrics_dir and _metrics_process is None:
+        _metrics_process = metrics_master.start_server()
+        server.log.info("metrics server started (pid %s, port %s)", _metrics_process.pid, _settings.metrics_port)
+
+
+def on_exit(server) -> None:
+    if _metrics_process is not None:
+        metrics_master.stop_server(_metrics_process)
+
+
+def child_exit(server, worker) -> None:
+    """A worker is gone (stopped, recycled, killed): its live gauges (in
+    flight, gunicorn_workers) go with it; its counters stay, so that no count goes down."""
+    if _metrics_dir:
+        metrics_master.mark_process_dead(worker.pid, _metrics_dir)
 
 
 def post_worker_init(worker) -> None:
-    """SIGTERM (shutdown, or the old workers of a HUP reload) marks the
+    """In each worker once the app is loaded (after gevent's patching).
+
+    SIGTERM (shutdown, or the old workers of a HUP reload) marks the
     worker as draining before gunicorn's own handler stops it: from then on
-    /readyz answers 503 on any connection the worker still serves."""
+    /readyz answers 503 on any connection the worker still serves.
+
+    With metrics on, the worker counts itself: live, booted once more, and
+    the replica's design concurrency (as gunicorn really runs, CLI included)."""
+    if _metrics_dir:
+        from app import metrics  # in the worker, after gevent's patching
+
+        cfg = worker.cfg
+        metrics.worker_booted(
+            max_concurrent_requests(cfg.worker_class_str, cfg.workers, cfg.threads, cfg.worker_connections)
+        )
     stop = signal.getsignal(signal.SIGTERM)
 
     def drain_then_stop(signum, frame) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 WORKER_CLASSES = ("sync", "gthread", "gevent")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("json", "text")
 
 
 class SettingsError(ValueError):
@@ -215,6 +216,25 @@ VARIABLES: tuple[Variable, ...] = (
         "gunicorn access log (nginx already logs every request, with upstream timings)",
     ),
     Variable(
+        "LOG_FORMAT",
+        "log_format",
+        _choice(LOG_FORMATS),
+        "json",
+        "`json`",
+        "`json`: one JSON object a line (gunicorn, its access log, the app), with the request id; "
+        "`text`: gunicorn's plain lines",
+        gunicorn=False,
+    ),
+    Variable(
+        "METRICS_PORT",
+        "metrics_port",
+        _integer(0, 65535),
+        9100,
+        "`9100`",
+        "Prometheus metrics, from a process of their own inside the container (never through nginx); `0`: off",
+        gunicorn=False,
+    ),
+    Variable(
         "GUNICORN_BIND",
         "bind",
         _bind,
@@ -294,6 +314,8 @@ class Settings:
     max_requests_jitter: int
     loglevel: str
     accesslog: bool
+    log_format: str
+    metrics_port: int
     bind: str
     forwarded_allow_ips: str
     trusted_proxy_hops: int
@@ -383,6 +405,17 @@ def _check_combinations(values: Mapping[str, object]) -> None:
             raise SettingsError(
                 f"{name}={values[field]} is out of range: expected below {outer_name} ({values[outer]} s)"
             )
+    # The metrics server listens beside gunicorn, on all interfaces.
+    bind = str(values["bind"])
+    if (
+        values["metrics_port"]
+        and not bind.startswith("unix:")
+        and bind.rpartition(":")[2] == str(values["metrics_port"])
+    ):
+        raise SettingsError(
+            f"METRICS_PORT={values['metrics_port']} is the port gunicorn binds (GUNICORN_BIND={values['bind']}): "
+            "choose another, or 0 to turn metrics off"
+        )
     if values["max_requests_jitter"] and not values["max_requests"]:
         raise SettingsError(
             f"GUNICORN_MAX_REQUESTS_JITTER={values['max_requests_jitter']} needs GUNICORN_MAX_REQUESTS > 0"

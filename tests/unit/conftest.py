@@ -22,13 +22,14 @@ from pathlib import Path
 import pytest
 
 from app.factory import create_app
-from app.settings import VARIABLES
+from app.metrics_master import ENVIRONMENT_VARIABLE as METRICS_DIR_VARIABLE
+from app.settings import BUDGET, VARIABLES
 from harness.stack import free_port  # noqa: F401 - the unit tests' too
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-#: Environment variables the app, gunicorn or Flask read; never inherited.
+#: Environment variables the app, gunicorn, prometheus_client or Flask read; never inherited.
 _APP_VARIABLES = {
     "APP_ENV",
     "WORKER_CLASS",
@@ -37,6 +38,9 @@ _APP_VARIABLES = {
     "XDG_RUNTIME_DIR",
     "FLASK_RUN_FROM_CLI",
     "PYTHONPATH",
+    METRICS_DIR_VARIABLE,
+    METRICS_DIR_VARIABLE.lower(),
+    *(variable.name for variable in (*VARIABLES, *BUDGET)),
 }
 _APP_PREFIXES = ("GUNICORN_", "FLASK_")
 
@@ -53,6 +57,8 @@ def app(monkeypatch):
     settings are the defaults, whatever the developer's shell exports."""
     for variable in VARIABLES:
         monkeypatch.delenv(variable.name, raising=False)
+    # No metrics in-process: they are the real gunicorn tests' (test_metrics.py).
+    monkeypatch.delenv(METRICS_DIR_VARIABLE, raising=False)
     application = create_app()
     application.config.update(TESTING=True)
     return application
@@ -86,12 +92,26 @@ def clean_env(home: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
-def http_get_json(url: str, timeout: float = 5.0) -> tuple[int, dict]:
+def http_get_json(url: str | urllib.request.Request, timeout: float = 5.0) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - 127.0.0.1 only
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def children_of(pid: int) -> list[int]:
+    """Live child processes of `pid`, from /proc (Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid ...: comm may hold spaces, so split after ")".
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return sorted(found)
 
 
 def wait_until_serving(url: str, proc: subprocess.Popen, log: Path | None = None, timeout: float = START_TIMEOUT):
@@ -168,6 +188,7 @@ class Helpers:
     repo_root = REPO_ROOT
     free_port = staticmethod(free_port)
     is_listening = staticmethod(is_listening)
+    children_of = staticmethod(children_of)
     http_get_json = staticmethod(http_get_json)
     wait_until_serving = staticmethod(wait_until_serving)
     serving = staticmethod(serving)
@@ -194,16 +215,19 @@ def env_factory(tmp_path):
 
 @pytest.fixture
 def gunicorn(tmp_path, env_factory):
-    """gunicorn(**env) -> context manager that really runs
-    `gunicorn -c python:app.gunicorn_conf` on 127.0.0.1 with a free port and a
-    control socket in tmp_path (the config's /tmp/gunicorn.ctl would collide
-    with any other gunicorn). Yields a GunicornRun."""
+    """gunicorn(*args, **env) -> context manager that really runs
+    `gunicorn -c python:app.gunicorn_conf [ARGS]` on 127.0.0.1 with a free
+    port and a control socket in tmp_path (the config's /tmp/gunicorn.ctl
+    would collide with any other gunicorn). Metrics go to a free METRICS_PORT
+    from tmp_path/metrics unless `env` says otherwise. Yields a GunicornRun."""
 
     @contextlib.contextmanager
-    def run(**env_overrides: str):
+    def run(*extra_args: str, **env_overrides: str):
         port = free_port()
         control_socket = tmp_path / "gunicorn.ctl"
         log = tmp_path / "gunicorn.log"
+        env_overrides.setdefault("METRICS_PORT", str(free_port()))
+        env_overrides.setdefault(METRICS_DIR_VARIABLE, str(tmp_path / "metrics"))
         args = [
             "-m",
             "gunicorn",
@@ -213,23 +237,51 @@ def gunicorn(tmp_path, env_factory):
             f"127.0.0.1:{port}",
             "--control-socket",
             str(control_socket),
+            *extra_args,
         ]
         with serving(args, env_factory(**env_overrides), log, port) as (proc, body):
-            yield GunicornRun(proc=proc, port=port, log=log, control_socket=control_socket, index=body)
+            yield GunicornRun(
+                proc=proc,
+                port=port,
+                log=log,
+                control_socket=control_socket,
+                index=body,
+                metrics_port=int(env_overrides["METRICS_PORT"]),
+                metrics_dir=Path(env_overrides[METRICS_DIR_VARIABLE]),
+            )
 
     return run
 
 
 class GunicornRun:
-    def __init__(self, proc: subprocess.Popen, port: int, log: Path, control_socket: Path, index: dict):
+    def __init__(
+        self,
+        proc: subprocess.Popen,
+        port: int,
+        log: Path,
+        control_socket: Path,
+        index: dict,
+        metrics_port: int = 0,
+        metrics_dir: Path | None = None,
+    ):
         self.proc = proc
         self.port = port
         self.log = log
+        self.stdout = log.with_suffix(".stdout")
         self.control_socket = control_socket
         self.index = index  # the JSON of the first successful GET /
+        self.metrics_port = metrics_port
+        self.metrics_dir = metrics_dir
 
-    def get(self, path: str) -> tuple[int, dict]:
-        return http_get_json(f"http://127.0.0.1:{self.port}{path}")
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        if not headers:
+            return http_get_json(url)
+        return http_get_json(urllib.request.Request(url, headers=headers))
+
+    def children(self) -> list[int]:
+        """The pids of the master's child processes (workers, metrics server)."""
+        return children_of(self.proc.pid)
 
     def config_lines(self) -> list[dict]:
         """Every JSON line with "event": "gunicorn.config" on stderr so far."""

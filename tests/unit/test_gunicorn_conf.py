@@ -361,5 +361,6 @@ print(seen)
 def test_sigterm_marks_the_worker_draining_then_runs_gunicorns_handler(helpers, env_factory):
     """post_worker_init chains the handler gunicorn installed: the flag
     first, then gunicorn's own stop."""
-    result = helpers.run_python(["-c", SIGTERM_IN_A_WORKER], env=env_factory())
+    # METRICS_PORT=0: with metrics on, post_worker_init would count a real worker.
+    result = helpers.run_python(["-c", SIGTERM_IN_A_WORKER], env=env_factory(METRICS_PORT="0"))
     assert result.stdout.strip() == "[True]", result.stderr

@@ -52,6 +52,8 @@ def test_defaults(cpus):
     assert s.forwarded_allow_ips == "127.0.0.1,::1"
     assert s.loglevel == "info"
     assert s.accesslog is False
+    assert s.log_format == "json"
+    assert s.metrics_port == 9100
     assert s.demo_endpoints is True
     assert s.demo_max_work_ms == 1000
 
@@ -89,6 +91,8 @@ def test_every_variable_overrides():
         "FORWARDED_ALLOW_IPS": "10.0.0.2",
         "GUNICORN_LOG_LEVEL": "debug",
         "GUNICORN_ACCESS_LOG": "true",
+        "LOG_FORMAT": "text",
+        "METRICS_PORT": "9200",
         "TRUSTED_PROXY_HOPS": "2",
         "DEMO_ENDPOINTS": "false",
         "DEMO_MAX_WORK_MS": "250",
@@ -108,6 +112,8 @@ def test_every_variable_overrides():
     assert s.forwarded_allow_ips == "10.0.0.2"
     assert s.loglevel == "debug"
     assert s.accesslog is True
+    assert s.log_format == "text"
+    assert s.metrics_port == 9200
     assert s.trusted_proxy_hops == 2
     assert s.demo_endpoints is False
     assert s.demo_max_work_ms == 250
@@ -275,6 +281,26 @@ def test_bad_bind_rejected(value):
 @pytest.mark.parametrize("value", ["maybe", "2", "y"])
 def test_access_log_rejected(value):
     rejected({"GUNICORN_ACCESS_LOG": value}, "GUNICORN_ACCESS_LOG", repr(value), "true or false")
+
+
+@pytest.mark.parametrize("value", ["JSON", "yaml", "logfmt"])
+def test_log_format_rejected_lists_choices(value):
+    rejected({"LOG_FORMAT": value}, "LOG_FORMAT", repr(value), "json, text")
+
+
+@pytest.mark.parametrize("value", ["-1", "65536", "http", "9100.5"])
+def test_metrics_port_rejected(value):
+    rejected({"METRICS_PORT": value}, "METRICS_PORT", repr(value), "from 0 to 65535")
+
+
+def test_metrics_port_zero_turns_metrics_off():
+    assert load({"METRICS_PORT": "0"}, cpus=1).metrics_port == 0
+
+
+def test_metrics_port_must_not_be_gunicorns():
+    rejected({"METRICS_PORT": "8000"}, "METRICS_PORT=8000", "GUNICORN_BIND=0.0.0.0:8000", "0 to turn metrics off")
+    rejected({"METRICS_PORT": "9000", "GUNICORN_BIND": "127.0.0.1:9000"}, "METRICS_PORT=9000")
+    assert load({"METRICS_PORT": "8000", "GUNICORN_BIND": "unix:/run/app:8000"}, cpus=1).metrics_port == 8000
 
 
 def test_log_level_rejected_lists_choices():

@@ -1,0 +1,40 @@
+"""The app gunicorn serves in the unit tests that need more than its routes:
+`gunicorn -c python:app.gunicorn_conf tests.unit.testapp:application`. The
+real app (app.factory.create_app), plus a route that fails, one with a
+variable in its rule, and one that logs twice around a wait."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import jsonify, request
+
+from app import demo, request_id
+from app.factory import create_app
+
+log = logging.getLogger("tests.unit.testapp")
+
+application = create_app()
+
+
+@application.get("/_test/boom")
+def boom():
+    raise RuntimeError("boom-detail")
+
+
+@application.get("/_test/items/<int:item>")
+def item(item: int):
+    """Waits ?ms= (0 by default), then names the worker."""
+    time.sleep(int(request.args.get("ms", "0")) / 1000)
+    return jsonify(item=item, worker=demo.worker_id())
+
+
+@application.get("/_test/log/<tag>")
+def log_twice(tag: str):
+    """Logs `tag=TAG` before and after waiting ?ms= (time.sleep: the other
+    threads or greenlets run meanwhile)."""
+    log.info("tag=%s before", tag)
+    time.sleep(int(request.args.get("ms", "50")) / 1000)
+    log.info("tag=%s after", tag)
+    return jsonify(tag=tag, request_id=request_id.current())
