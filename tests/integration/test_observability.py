@@ -1,0 +1,208 @@
+"""Observability against the running stack with its monitoring profile
+(`make monitor`): one request traced by its id through nginx, gunicorn and
+the app; Prometheus scraping every replica and nginx's exporter, with the
+counts the requests sent; rules loaded; the new containers hardened
+(docs/observability.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+import requests
+
+from harness.stack import REPO, Stack, free_port
+
+pytestmark = pytest.mark.integration
+
+ALERTS = {"AppHigh5xxRatio", "AppHighP95Latency", "GunicornWorkerRestarts", "GunicornSaturated", "ScrapeTargetDown"}
+
+
+@pytest.fixture(scope="module")
+def monitored(built_images):
+    stack = Stack("monitor", profiles=("monitoring",), PROMETHEUS_PORT=str(free_port()), GUNICORN_ACCESS_LOG="true")
+    stack.prometheus = f"http://127.0.0.1:{stack.env['PROMETHEUS_PORT']}"
+    try:
+        stack.build()
+        yield stack.up()
+    finally:
+        stack.down()
+
+
+def query(stack: Stack, promql: str) -> list[dict]:
+    answer = requests.get(f"{stack.prometheus}/api/v1/query", params={"query": promql}, timeout=10).json()
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+def value(stack: Stack, promql: str) -> float | None:
+    result = query(stack, promql)
+    return float(result[0]["value"][1]) if result else None
+
+
+def eventually(check, timeout: float = 45, interval: float = 1):
+    """check() until it returns something truthy; its last answer otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = check()
+        if answer or time.monotonic() > deadline:
+            return answer
+        time.sleep(interval)
+
+
+def active_targets(stack: Stack) -> dict[str, list[dict]]:
+    data = requests.get(f"{stack.prometheus}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+    jobs: dict[str, list[dict]] = {}
+    for target in data:
+        jobs.setdefault(target["labels"]["job"], []).append(target)
+    return jobs
+
+
+def all_up(stack: Stack, app_replicas: int) -> bool:
+    jobs = active_targets(stack)
+    app = [t for t in jobs.get("app", []) if t["health"] == "up"]
+    nginx = [t for t in jobs.get("nginx", []) if t["health"] == "up"]
+    return len(app) == app_replicas == len(jobs.get("app", [])) and len(nginx) == 1
+
+
+# --- the request id ---------------------------------------------------------------
+
+
+def test_a_well_formed_request_id_is_kept_from_nginx_to_the_app_logs(monitored):
+    request_id = f"trace-{time.time_ns()}"
+    response = monitored.get("/work/io?ms=1", headers={"X-Request-ID": request_id})
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == request_id
+    error = monitored.get("/no-such-page", headers={"X-Request-ID": request_id + "-e"})
+    assert error.status_code == 404
+    assert error.json()["error"]["request_id"] == request_id + "-e"
+    assert error.headers["X-Request-ID"] == request_id + "-e"
+
+    def lines_with_the_id():
+        nginx = [json.loads(line) for line in monitored.logs("nginx").splitlines() if request_id in line]
+        app = [json.loads(line) for line in monitored.logs("app").splitlines() if request_id in line]
+        return (nginx, app) if nginx and app else None
+
+    # nginx flushes its buffered access log every second.
+    found = eventually(lines_with_the_id, timeout=10)
+    assert found, "the id reached neither log"
+    nginx, app = found
+    for line in nginx + app:
+        assert line["request_id"].startswith(request_id)
+        assert {"time", "level", "request_id"} <= set(line)
+    ok = [line for line in nginx if line["request_id"] == request_id]
+    assert ok and ok[0]["path"] == "/work/io" and ok[0]["status"] == 200 and ok[0]["method"] == "GET"
+    access = [line for line in app if line.get("path") == "/work/io"]
+    assert access and access[0]["status"] == 200 and access[0]["duration"] >= 0
+
+
+@pytest.mark.parametrize("sent", ["short", "has space!", "x" * 200, "<script>", ""])
+def test_a_malformed_or_missing_request_id_is_replaced(monitored, sent):
+    response = monitored.get("/no-such-page", headers={"X-Request-ID": sent} if sent else {})
+    generated = response.headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", generated), generated
+    assert response.json()["error"]["request_id"] == generated
+
+
+def test_nginx_own_errors_carry_the_request_id(monitored):
+    response = monitored.get("/", headers={"Host": "not-served.example", "X-Request-ID": "abcdefgh-1234"})
+    assert response.status_code == 421
+    assert response.headers["X-Request-ID"] == "abcdefgh-1234"
+    assert response.json()["error"] == {
+        "status": 421,
+        "name": "Misdirected Request",
+        "message": "This server does not serve the requested host.",
+        "source": "nginx",
+        "request_id": "abcdefgh-1234",
+    }
+
+
+# --- Prometheus ---------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_every_replica_and_nginx(monitored):
+    assert eventually(lambda: all_up(monitored, 2)), active_targets(monitored)
+
+
+def test_the_counts_are_the_requests_sent_across_replicas_and_workers(monitored):
+    config = monitored.effective_config()
+    before = value(monitored, 'sum(flask_http_requests_total{endpoint="/work/io",status="200"})') or 0
+    for _ in range(60):
+        assert monitored.get("/work/io?ms=1").status_code == 200
+    target = before + 60
+    got = eventually(
+        lambda: value(monitored, 'sum(flask_http_requests_total{endpoint="/work/io",status="200"})') == target
+    )
+    assert got, value(monitored, 'sum(flask_http_requests_total{endpoint="/work/io",status="200"})')
+    # Both replicas served some: nginx balances, and the counts add up across them.
+    per_replica = query(monitored, 'sum by (instance) (flask_http_requests_total{endpoint="/work/io"})')
+    assert len(per_replica) == 2 and all(float(r["value"][1]) > 0 for r in per_replica), per_replica
+    # Raw paths never become labels.
+    assert not query(monitored, 'flask_http_requests_total{endpoint=~".*ms=.*"}')
+    assert value(monitored, "sum(gunicorn_workers)") == 2 * config["workers"]
+    assert value(monitored, "sum(gunicorn_max_concurrent_requests)") == 2 * config["max_concurrent_requests"]
+    assert value(monitored, 'sum(flask_http_request_duration_seconds_count{endpoint="/work/io"})') >= 60
+
+
+def test_nginx_metrics_come_through_the_exporter(monitored):
+    assert eventually(lambda: value(monitored, "nginx_up") == 1)
+    assert value(monitored, "nginx_http_requests_total") > 0
+    assert value(monitored, "nginx_connections_accepted") > 0
+
+
+def test_rules_and_alerts_are_loaded_and_healthy(monitored):
+    groups = requests.get(f"{monitored.prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert {rule["name"] for rule in rules if rule["type"] == "alerting"} == ALERTS
+    assert eventually(
+        lambda: all(rule.get("health") == "ok" for rule in requests.get(
+            f"{monitored.prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"][0]["rules"])
+    )  # fmt: skip
+
+
+def test_targets_follow_replicas_as_they_come_and_go(monitored):
+    environment = {**os.environ, **monitored.cli_environment(), "APP_REPLICAS": "3"}
+    deployed = subprocess.run(
+        ["make", "--no-print-directory", "deploy"], cwd=REPO, env=environment, capture_output=True, text=True
+    )
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert eventually(lambda: all_up(monitored, 3)), active_targets(monitored)
+    environment["APP_REPLICAS"] = "2"
+    deployed = subprocess.run(
+        ["make", "--no-print-directory", "deploy"], cwd=REPO, env=environment, capture_output=True, text=True
+    )
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert eventually(lambda: all_up(monitored, 2)), active_targets(monitored)
+
+
+# --- where metrics are and are not -----------------------------------------------------
+
+
+def test_metrics_are_not_public(monitored):
+    # Through nginx, /metrics is just a path the app does not have.
+    response = monitored.get("/metrics")
+    assert response.status_code == 404 and response.json()["error"]["name"] == "Not Found"
+    for service in ("app", "nginx-exporter"):
+        for container in monitored.containers(service):
+            assert not any((container.network_settings.ports or {}).values()), container.name
+    (prometheus,) = monitored.containers("prometheus")
+    bindings = [b for bs in prometheus.network_settings.ports.values() if bs for b in bs]
+    assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
+
+
+@pytest.mark.parametrize("service", ["prometheus", "nginx-exporter"])
+def test_monitoring_containers_are_hardened(monitored, service):
+    (container,) = monitored.containers(service)
+    assert container.config.user not in ("", "0", "root", "0:0")
+    assert all(p["uid"] != "0" for p in monitored.processes(service))
+    assert container.host_config.readonly_rootfs is True
+    assert container.host_config.cap_drop == ["ALL"]
+    assert "no-new-privileges:true" in container.host_config.security_opt
+    assert container.host_config.memory > 0 and container.host_config.pids_limit > 0
+    if service == "prometheus":
+        mounts = {m.destination: m for m in container.mounts}
+        assert mounts["/prometheus"].type == "volume", "the data lives in a named volume"
