@@ -13,7 +13,7 @@ PYTHON := $(VENV)/bin/python
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m unit"`.
 PYTEST_ARGS ?=
 
-.PHONY: help up dev certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock
+.PHONY: help up dev monitor certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,13 @@ dev: ## Like up, but serving ./app as it is edited (gunicorn --reload; never Wer
 	@$(COMPOSE) run --rm --no-deps -T app python3 -m app.settings >/dev/null
 	@$(COMPOSE) up -d --wait --wait-timeout 120 --remove-orphans
 	@echo "Serving ./app with reload on http://$$($(COMPOSE) port nginx 8080 2>/dev/null)/ (make logs follows it)"
+
+# The monitoring overlay's profile (monitoring/compose.yml): Prometheus and
+# nginx's exporter beside the stack.
+monitor: export COMPOSE_PROFILES = monitoring
+monitor: ## Like up, with Prometheus scraping every replica and nginx (PROMETHEUS_PORT, default 9090)
+	@$(MAKE) --no-print-directory up
+	@echo "Prometheus on http://$$($(COMPOSE) port prometheus 9090)/ (targets: /targets, alerts: /alerts)"
 
 certs: ## Make a local CA and a certificate for localhost in certs/ (mkcert; never installed in a trust store)
 	@scripts/make-certs.sh

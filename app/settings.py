@@ -231,7 +231,9 @@ VARIABLES: tuple[Variable, ...] = (
         _integer(0, 65535),
         9100,
         "`9100`",
-        "Prometheus metrics, from a process of their own inside the container (never through nginx); `0`: off",
+        "Prometheus metrics, from a process of their own inside the container (never through nginx); "
+        "`0`: off. Not passed by Compose: Prometheus scrapes `app:9100` (monitoring/prometheus/prometheus.yml)",
+        compose=False,
         gunicorn=False,
     ),
     Variable(

@@ -29,11 +29,12 @@ STACK_VARIABLES = tuple(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", (REPO / ".env.examp
 
 
 @functools.cache
-def base_images() -> dict[str, str]:
-    """PYTHON_BASE_IMAGE and NGINX_BASE_IMAGE, resolved by the project's own
-    script: the official images, or local stand-ins where none can be pulled."""
+def base_images(*extra: str) -> dict[str, str]:
+    """PYTHON_BASE_IMAGE and NGINX_BASE_IMAGE (with `monitoring`, Prometheus's
+    and the exporter's too), resolved by the project's own script: the
+    official images, or local stand-ins where none can be pulled."""
     out = subprocess.run(
-        [str(REPO / "scripts" / "ensure-base-images.sh")], check=True, capture_output=True, text=True
+        [str(REPO / "scripts" / "ensure-base-images.sh"), *extra], check=True, capture_output=True, text=True
     ).stdout
     return dict(line.split("=", 1) for line in out.split() if "=" in line)
 
@@ -59,7 +60,8 @@ class Stack:
         to enable; `project`: a project name other than the tests' own."""
         self.project = project or f"flask-concurrency-test-{name}"
         self.port = free_port()
-        self.env = {**base_images(), "HTTP_PORT": str(self.port), **env}
+        images = base_images(*(["monitoring"] if "monitoring" in profiles else []))
+        self.env = {**images, "HTTP_PORT": str(self.port), **env}
         self._env_file = Path(tempfile.mkdtemp(prefix="stack-")) / f"{name}.env"
         self._env_file.write_text("".join(f"{k}={v}\n" for k, v in self.env.items()))
         self.docker = DockerClient(

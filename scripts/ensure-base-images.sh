@@ -4,7 +4,8 @@
 # is built with mmdebstrap from the machine's own Debian mirror, so the stack
 # still builds offline. Idempotent: stand-ins are built once and reused.
 # Prints PYTHON_BASE_IMAGE=... and NGINX_BASE_IMAGE=... on stdout, nothing
-# until both are resolved.
+# until both are resolved. With the argument `monitoring`, also
+# PROMETHEUS_BASE_IMAGE=... and NGINX_EXPORTER_BASE_IMAGE=... (make monitor).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,6 +18,9 @@ PULL_TIMEOUT=${PULL_TIMEOUT:-60}
 PYTHON_STANDIN=flask-concurrency-local/python:3.13-trixie
 # r2: with envsubst (gettext-base), as the official image has.
 NGINX_STANDIN=flask-concurrency-local/nginx:1.30-forky-r2
+# forky's prometheus is 3.5, its prometheus-nginx-exporter 1.5.
+PROMETHEUS_STANDIN=flask-concurrency-local/prometheus:3.5-forky
+NGINX_EXPORTER_STANDIN=flask-concurrency-local/nginx-prometheus-exporter:1.5-forky
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -111,6 +115,29 @@ CONF
     --change 'CMD ["nginx", "-g", "daemon off;"]'
 }
 
+# build_prometheus TAG OFFICIAL
+# As prom/prometheus: prometheus and promtool on the PATH, the data directory
+# /prometheus owned by nobody (65534), who runs it.
+build_prometheus() {
+  rootfs forky prometheus,ca-certificates "$tmp/prometheus.tar" \
+    --aptopt='APT::Install-Recommends "false"' \
+    --customize-hook='chroot "$1" prometheus --version 2>&1 | grep -q "version 3\.5\." || { echo "forky no longer ships prometheus 3.5; update PROMETHEUS_STANDIN" >&2; exit 1; }' \
+    --customize-hook='mkdir -p "$1/prometheus" && chown 65534:65534 "$1/prometheus"'
+  import_rootfs "$tmp/prometheus.tar" "$1" "$2" --change 'USER 65534' --change 'WORKDIR /prometheus' \
+    --change 'ENTRYPOINT ["prometheus"]'
+}
+
+# build_nginx_exporter TAG OFFICIAL
+# As nginx/nginx-prometheus-exporter: the binary under the official name, run
+# by nobody.
+build_nginx_exporter() {
+  rootfs forky prometheus-nginx-exporter,ca-certificates "$tmp/nginx-exporter.tar" \
+    --aptopt='APT::Install-Recommends "false"' \
+    --customize-hook='ln -s prometheus-nginx-exporter "$1/usr/bin/nginx-prometheus-exporter"'
+  import_rootfs "$tmp/nginx-exporter.tar" "$1" "$2" --change 'USER 65534' \
+    --change 'ENTRYPOINT ["nginx-prometheus-exporter"]'
+}
+
 # resolve VAR DEFAULT STAND-IN BUILDER: print VAR=<image to use>.
 resolve() {
   local var=$1 official=$2 standin=$3 builder=$4 image=${!1:-$2} t0
@@ -137,5 +164,12 @@ docker info >/dev/null 2>&1 || die "the Docker engine does not answer; run scrip
 {
   resolve PYTHON_BASE_IMAGE "$(official PYTHON_BASE_IMAGE "$here/../Dockerfile")" "$PYTHON_STANDIN" build_python
   resolve NGINX_BASE_IMAGE "$(official NGINX_BASE_IMAGE "$here/../nginx/Dockerfile")" "$NGINX_STANDIN" build_nginx
+  if [ "${1:-}" = monitoring ]; then
+    resolve PROMETHEUS_BASE_IMAGE "$(official PROMETHEUS_BASE_IMAGE "$here/../monitoring/prometheus/Dockerfile")" \
+      "$PROMETHEUS_STANDIN" build_prometheus
+    resolve NGINX_EXPORTER_BASE_IMAGE \
+      "$(official NGINX_EXPORTER_BASE_IMAGE "$here/../monitoring/nginx-exporter/Dockerfile")" \
+      "$NGINX_EXPORTER_STANDIN" build_nginx_exporter
+  fi
 } >"$tmp/base-images.env"
 cat "$tmp/base-images.env"

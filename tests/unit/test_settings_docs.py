@@ -25,6 +25,13 @@ def readme_table() -> dict[str, tuple[str, str]]:
     return {name: (default, meaning) for name, default, meaning in rows}
 
 
+def readme_table_rows() -> list[tuple[set[str], tuple[str, str]]]:
+    """Every row, including those naming several variables (`A` / `B`):
+    ({names}, (default, meaning))."""
+    rows = re.findall(r"^\| (`[A-Z][A-Z0-9_]*`(?: / `[A-Z][A-Z0-9_]*`)*) \| (.*?) \| (.*?) \|$", README, re.MULTILINE)
+    return [(set(re.findall(r"[A-Z][A-Z0-9_]*", names)), (default, meaning)) for names, default, meaning in rows]
+
+
 def env_example() -> dict[str, str]:
     """.env.example: NAME -> the comment block above its `#NAME=` line."""
     entries, comment = {}, []
@@ -95,7 +102,9 @@ def dockerfiles():
     return [p for p in REPO.rglob("Dockerfile") if ".venv" not in p.parts and ".cache" not in p.parts]
 
 
-@pytest.mark.parametrize("arg", ["PYTHON_BASE_IMAGE", "NGINX_BASE_IMAGE"])
+@pytest.mark.parametrize(
+    "arg", ["PYTHON_BASE_IMAGE", "NGINX_BASE_IMAGE", "PROMETHEUS_BASE_IMAGE", "NGINX_EXPORTER_BASE_IMAGE"]
+)
 def test_base_images_are_named_once_and_the_docs_agree(arg):
     defaults = {
         path.relative_to(REPO).as_posix(): match[1]
@@ -104,7 +113,8 @@ def test_base_images_are_named_once_and_the_docs_agree(arg):
     }
     assert len(set(defaults.values())) == 1, defaults  # every Dockerfile builds from the same base
     (official,) = set(defaults.values())
-    assert readme_table()[arg][0] == f"`{official}`"
+    row = next(cells for names, cells in readme_table_rows() if arg in names)
+    assert f"`{official}`" in row[0]
     for path in [REPO / "docker-compose.yml", *REPO.glob("*/compose.yml")]:
         assert official not in path.read_text(), f"{path.name} names {official}: the Dockerfile's default is the one"
 
@@ -113,3 +123,17 @@ def test_nginx_trusts_as_many_proxy_hops_as_the_app_by_default():
     # nginx needs its own default in the compose file; it must be the app's.
     (hops,) = [v for v in VARIABLES if v.name == "TRUSTED_PROXY_HOPS"]
     assert compose_default("TRUSTED_PROXY_HOPS") == str(hops.default)
+
+
+def test_prometheus_scrapes_the_port_the_app_serves_metrics_on():
+    (metrics_port,) = [v for v in VARIABLES if v.name == "METRICS_PORT"]
+    prometheus = (REPO / "monitoring" / "prometheus" / "prometheus.yml").read_text()
+    assert re.search(rf"names: \[app\]\s+type: A\s+port: {metrics_port.default}\b", prometheus)
+
+
+@pytest.mark.parametrize(("name", "default"), [("PROMETHEUS_PORT", "9090"), ("PROMETHEUS_RETENTION", "15d")])
+def test_monitoring_defaults_match_the_readme(name, default):
+    monitoring = (REPO / "monitoring" / "compose.yml").read_text()
+    assert f"${{{name}:-{default}}}" in monitoring
+    row = next(cells for names, cells in readme_table_rows() if name in names)
+    assert f"`{default}`" in row[0]
