@@ -42,6 +42,16 @@ case "${TRUSTED_PROXY_HOPS:-1}" in
      exit 2 ;;
 esac
 
+# The resolver: NGINX_RESOLVER, or the first nameserver the container was
+# given (Docker's embedded DNS, or a cluster's).
+resolver=${NGINX_RESOLVER:-$(awk '$1 == "nameserver" { print $2; exit }' /etc/resolv.conf 2>/dev/null || true)}
+case "$resolver" in
+  "") echo "configuration error: NGINX_RESOLVER is not set and /etc/resolv.conf names no nameserver" >&2
+      exit 2 ;;
+  *:*) resolver="[$resolver]" ;;
+esac
+echo "resolver $resolver valid=2s ipv6=off;" >/tmp/nginx/resolver.conf
+
 # The upstream's servers: the service name, every replica (nginx/rotation.sh).
 rotation write service
 

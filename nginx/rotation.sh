@@ -3,8 +3,9 @@
 # (/tmp/nginx/app-servers.conf, included by conf.d/app.conf), changed without
 # dropping a request.
 #
-#   rotation service        every replica the service name `app` resolves to,
-#                           as they come and go (the default)
+#   rotation service        every replica the service name resolves to, as
+#                           they come and go (the default): `app`, or
+#                           APP_UPSTREAM_HOST (a cluster's headless Service)
 #   rotation only NAME...   only these containers, by name: scripts/deploy.sh
 #                           keeps a replica out until it is healthy, and takes
 #                           one out before it drains
@@ -22,10 +23,15 @@ set -eu
 
 servers=/tmp/nginx/app-servers.conf
 port=8000
-# A replica that refuses a connection is skipped for this long (per nginx
-# worker) before it is tried again; the resolver (nginx.conf) drops a
-# vanished one from the service name within the same time.
-server_options="resolve max_fails=1 fail_timeout=2s"
+# Which replicas are in rotation is DNS's word alone (re-read every 2 s:
+# nginx.conf's resolver), never nginx's passive checks: max_fails=0. With
+# them, a rolling update could mark every replica failed at once (the old
+# ones draining, the new ones not yet listening) and nginx answered 502 "no
+# live upstreams" while a healthy replica was there (16 of 21,722 requests
+# under Swarm). Without them, a failed request just goes to the next replica;
+# one that has vanished costs at most proxy_connect_timeout (1 s) until DNS
+# drops it.
+server_options="resolve max_fails=0"
 # Workers that ran the old config may take up to proxy_read_timeout to
 # finish a request; a waiter is told when they are still there after this.
 old_workers_wait=${ROTATION_WAIT_SECONDS:-60}
@@ -36,7 +42,7 @@ write() {
   {
     echo "# Written by rotation ($*); conf.d/app.conf includes it."
     if [ "$1" = service ]; then
-      echo "server app:$port $server_options;"
+      echo "server ${APP_UPSTREAM_HOST:-app}:$port $server_options;"
     else
       shift
       for name in "$@"; do echo "server $name:$port $server_options;"; done

@@ -43,7 +43,7 @@ NGINX_CONF = (REPO / "nginx" / "conf.d" / "app.conf").read_text()
 HEALTH = (REPO / "app" / "health.py").read_text()
 #: Read from the pods' environment; not one of the project's settings.
 NGINX_HELPERS = {"POD_NAMESPACE"}
-#: What the nginx/ change the manifests assume adds (docs/scaling.md).
+#: nginx's own variable for a cluster's upstream (nginx/rotation.sh, docs/scaling.md).
 NGINX_ASSUMED = {"APP_UPSTREAM_HOST"}
 
 
