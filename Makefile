@@ -13,7 +13,7 @@ PYTHON := $(VENV)/bin/python
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m unit"`.
 PYTEST_ARGS ?=
 
-.PHONY: help up dev monitor certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock
+.PHONY: help up dev monitor swarm-up swarm-down certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +46,12 @@ monitor: export COMPOSE_PROFILES = monitoring
 monitor: ## Like up, with Prometheus scraping every replica and nginx (PROMETHEUS_PORT, default 9090)
 	@$(MAKE) --no-print-directory up
 	@echo "Prometheus on http://$$($(COMPOSE) port prometheus 9090)/ (targets: /targets, alerts: /alerts)"
+
+swarm-up: ## Deploy or update the stack on this engine's swarm, wait until healthy (docs/scaling.md)
+	@scripts/swarm.sh up
+
+swarm-down: ## Remove the Swarm stack
+	@scripts/swarm.sh down
 
 certs: ## Make a local CA and a certificate for localhost in certs/ (mkcert; never installed in a trust store)
 	@scripts/make-certs.sh
@@ -88,9 +94,11 @@ $(VENV)/.installed: requirements/test.txt requirements/lint.txt
 
 test: $(VENV)/.installed lint ## Run every check: lint, then unit and integration tests against real stacks
 	@scripts/ensure-docker.sh
+	@scripts/ensure-kustomize.sh
 	@$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(VENV)/.installed ## Run the fast unit tests only (no Docker)
+	@scripts/ensure-kustomize.sh
 	@$(PYTHON) -m pytest -m unit $(PYTEST_ARGS)
 
 # gixy reads the nginx config as it ships, with and without TLS
@@ -127,6 +135,8 @@ lock: $(VENV)/.installed ## Re-pin requirements/*.txt, loadtest/ and bench/loadg
 	@$(UV_COMPILE) --python-version=3.13 loadtest/requirements.in --output-file=loadtest/requirements.txt
 	@$(UV_COMPILE) --python-version=3.13 requirements/bench.in --output-file=requirements/bench.txt
 	@$(UV_COMPILE) --python-version=3.13 bench/loadgen/requirements.in --output-file=bench/loadgen/requirements.txt
+	@# checkov, in a venv of its own (tests/unit/test_kubernetes.py): it pins packaging below pytest's.
+	@$(UV_COMPILE) --python-version=3.11 requirements/policy.in --output-file=requirements/policy.txt
 
 # --- load testing (docs/loadtest.md) -------------------------------------------
 # Thresholds, users and run time: LOADTEST_* and LOCUST_* (see .env.example),

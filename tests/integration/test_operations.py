@@ -17,67 +17,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from harness.load import CLIENTS, Load, LoadResult
 from harness.stack import REPO, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.operations]
 
-CLIENTS = 16
 PATH = "/work/io?ms=20"
 #: Load before and after each event: the event happens under steady traffic,
 #: and requests sent just after it count too.
 SETTLE_SECONDS = 3
-
-
-@dataclass
-class LoadResult:
-    statuses: dict[int, int]
-    errors: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return sum(self.statuses.values()) + sum(self.errors.values())
-
-    @property
-    def failed(self) -> int:
-        return self.total - self.statuses.get(200, 0)
-
-    def summary(self) -> str:
-        parts = [f"{self.total} requests", f"{self.failed} failed"]
-        parts += [f"{count} x {status}" for status, count in sorted(self.statuses.items()) if status != 200]
-        parts += [f"{count} x {error}" for error, count in self.errors.items()]
-        return ", ".join(parts)
-
-
-class Load:
-    """hey against nginx until stopped: SIGINT ends it after the requests in
-    flight, and it prints its status and error counts."""
-
-    def __init__(self, url: str) -> None:
-        self.process = subprocess.Popen(
-            ["hey", "-z", "600s", "-c", str(CLIENTS), "-t", "30", url],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def stop(self) -> LoadResult:
-        self.process.send_signal(signal.SIGINT)
-        out, _ = self.process.communicate(timeout=60)
-        statuses = {int(s): int(n) for s, n in re.findall(r"^\s+\[(\d{3})\]\s+(\d+) responses$", out, re.M)}
-        errors_section = out.split("Error distribution:", 1)[1] if "Error distribution:" in out else ""
-        errors = {message.strip(): int(n) for n, message in re.findall(r"^\s+\[(\d+)\]\s+(.+)$", errors_section, re.M)}
-        assert statuses or errors, f"hey reported nothing:\n{out}"
-        return LoadResult(statuses, errors)
 
 
 @pytest.fixture(scope="module")
