@@ -23,15 +23,11 @@ set -eu
 
 servers=/tmp/nginx/app-servers.conf
 port=8000
-# Which replicas are in rotation is DNS's word alone (re-read every 2 s:
-# nginx.conf's resolver), never nginx's passive checks: max_fails=0. With
-# them, a rolling update could mark every replica failed at once (the old
-# ones draining, the new ones not yet listening) and nginx answered 502 "no
-# live upstreams" while a healthy replica was there (16 of 21,722 requests
-# under Swarm). Without them, a failed request just goes to the next replica;
-# one that has vanished costs at most proxy_connect_timeout (1 s) until DNS
-# drops it.
-server_options="resolve max_fails=0"
+# A replica that fails a connection is skipped for 2 s (per nginx worker),
+# the time the resolver (nginx.conf) takes to drop a vanished one from the
+# service name. (max_fails=0, tried once, had requests to a just-stopped
+# replica wait out the connect timeout and answer 504.)
+server_options="resolve max_fails=1 fail_timeout=2s"
 # Workers that ran the old config may take up to proxy_read_timeout to
 # finish a request; a waiter is told when they are still there after this.
 old_workers_wait=${ROTATION_WAIT_SECONDS:-60}

@@ -130,6 +130,8 @@ def test_prometheus_scrapes_every_replica_and_nginx(monitored):
 
 def test_the_counts_are_the_requests_sent_across_replicas_and_workers(monitored):
     config = monitored.effective_config()
+    # Earlier tests' requests reach Prometheus with the next scrape (every 5 s).
+    time.sleep(6)
     before = value(monitored, 'sum(flask_http_requests_total{endpoint="/work/io",status="200"})') or 0
     for _ in range(60):
         assert monitored.get("/work/io?ms=1").status_code == 200

@@ -209,7 +209,8 @@ def test_a_replica_stopped_fails_no_request(ops, measured):
         subprocess.run(["docker", "stop", victim.id], check=True, capture_output=True)
 
     result, _ = under_load(ops, measured, "a replica's container stopped (docker stop)", stop)
-    assert result.failed == 0, result.summary()
+    errors = [line[line.find("] ") :][:160] for line in ops.logs("nginx").splitlines() if "[error]" in line]
+    assert result.failed == 0, (result.summary(), errors[-6:])
     subprocess.run(["docker", "start", victim.id], check=True, capture_output=True)
     wait_healthy(ops)
 
