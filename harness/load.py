@@ -4,10 +4,13 @@ connection error."""
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 import subprocess
 from dataclasses import dataclass, field
+
+from harness.stack import REPO
 
 #: Concurrent clients, as a small production burst.
 CLIENTS = 16
@@ -33,11 +36,18 @@ class LoadResult:
         return ", ".join(parts)
 
 
+@functools.cache
+def ensure_hey() -> None:
+    """hey, Debian's package, installed by the project's own script if missing."""
+    subprocess.run([str(REPO / "scripts" / "ensure-packages.sh"), "hey"], check=True, timeout=600)
+
+
 class Load:
     """hey against nginx until stopped: SIGINT ends it after the requests in
     flight, and it prints its status and error counts."""
 
     def __init__(self, url: str) -> None:
+        ensure_hey()
         self.process = subprocess.Popen(
             ["hey", "-z", "600s", "-c", str(CLIENTS), "-t", "30", url],
             stdout=subprocess.PIPE,

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from harness.load import ensure_hey
 from harness.stack import Stack
 
 pytestmark = pytest.mark.bench
@@ -44,6 +45,7 @@ done
 
 @pytest.fixture(scope="module")
 def stack(built_images):
+    ensure_hey()
     stack = Stack("scrape-cost")
     try:
         yield stack.up()
