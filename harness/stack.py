@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -43,6 +44,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def app_build_context(directory: Path, image: str) -> Path:
+    """A scratch copy of the app's build context in `directory`, for a test
+    that changes the app (a fork's views, a deploy, a broken image) without
+    touching the working tree. Returns a compose overlay that builds the app
+    from it, tagged `image`."""
+    for name in ("Dockerfile", ".dockerignore"):
+        shutil.copy(REPO / name, directory / name)
+    for name in ("app", "requirements"):
+        shutil.copytree(REPO / name, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
+    overlay = directory / "app-build.yml"
+    overlay.write_text(json.dumps({"services": {"app": {"build": {"context": str(directory)}, "image": image}}}))
+    return overlay
 
 
 class Stack:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from harness.load import CLIENTS, Load, LoadResult
-from harness.stack import REPO, Stack
+from harness.stack import REPO, Stack, app_build_context
 
 pytestmark = [pytest.mark.integration, pytest.mark.operations]
 
@@ -53,16 +52,7 @@ def measured(request):
 def ops(built_images, tmp_path_factory):
     """The stack, two replicas, its app built from a copy of the build context."""
     context = tmp_path_factory.mktemp("ops")
-    for name in ("Dockerfile", ".dockerignore"):
-        shutil.copy(REPO / name, context / name)
-    for name in ("app", "requirements"):
-        shutil.copytree(REPO / name, context / name, ignore=shutil.ignore_patterns("__pycache__"))
-    overlay = context / "ops.yml"
-    overlay.write_text(
-        json.dumps(
-            {"services": {"app": {"build": {"context": str(context)}, "image": "flask-concurrency-test/ops-app"}}}
-        )
-    )
+    overlay = app_build_context(context, "flask-concurrency-test/ops-app")
     stack = Stack("ops", overlays=(overlay,), APP_REPLICAS="2")
     stack.docker.compose.build(services=["app"], quiet=True)
     stack.context = context

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -21,7 +20,7 @@ import time
 import pytest
 import requests
 
-from harness.stack import REPO, Stack, free_port
+from harness.stack import REPO, Stack, app_build_context, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -51,17 +50,8 @@ def fork_stack(built_images, tmp_path_factory):
     """The stack with the app image built from a forked copy of the build
     context, as the fork guide says."""
     context = tmp_path_factory.mktemp("fork")
-    for name in ("Dockerfile", ".dockerignore"):
-        shutil.copy(REPO / name, context / name)
-    for name in ("app", "requirements"):
-        shutil.copytree(REPO / name, context / name, ignore=shutil.ignore_patterns("__pycache__"))
+    overlay = app_build_context(context, "flask-concurrency-test/fork-app")
     (context / "app" / "views.py").write_text(FORK_VIEWS)
-    overlay = context / "fork.yml"
-    overlay.write_text(
-        json.dumps(
-            {"services": {"app": {"build": {"context": str(context)}, "image": "flask-concurrency-test/fork-app"}}}
-        )
-    )
     fork = Stack("fork", overlays=(overlay,), DEMO_ENDPOINTS="false")
     fork.docker.compose.build(services=["app"], quiet=True)
     try:

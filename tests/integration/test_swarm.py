@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 
 import pytest
 
 from harness.load import Load
-from harness.stack import REPO, Stack, free_port
+from harness.stack import REPO, Stack, app_build_context, free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.swarm]
 
 STACK = "flask-concurrency-test-swarm"
 PATH = "/work/io?ms=20"
@@ -46,6 +45,8 @@ def swarm():
         yield
     finally:
         if created:
+            # This breaks name resolution in every container started before it
+            # (moby#45144), so the swarm tests run last (conftest.py).
             docker("swarm", "leave", "--force", check=False)
 
 
@@ -54,20 +55,7 @@ def deployed(swarm, built_images, tmp_path_factory):
     """make swarm-up, with the app built from a scratch copy of the build
     context (so that a test can change it); removed with make swarm-down."""
     context = tmp_path_factory.mktemp("swarm")
-    for name in ("Dockerfile", ".dockerignore"):
-        shutil.copy(REPO / name, context / name)
-    for name in ("app", "requirements"):
-        shutil.copytree(REPO / name, context / name, ignore=shutil.ignore_patterns("__pycache__"))
-    overlay = context / "swarm-app.yml"
-    overlay.write_text(
-        json.dumps(
-            {
-                "services": {
-                    "app": {"build": {"context": str(context)}, "image": "flask-concurrency-test/swarm-app:local"}
-                }
-            }
-        )
-    )
+    overlay = app_build_context(context, "flask-concurrency-test/swarm-app:local")
     port = free_port()
     stack = Stack("swarm", overlays=(overlay,), HTTP_PORT=str(port))
     stack.port = port
