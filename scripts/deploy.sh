@@ -81,8 +81,11 @@ refuse() {
   logs=$(docker logs "$id" 2>&1)
   say "$name: $reason; its last log lines:"
   tail -n 20 <<<"$logs" | sed 's/^/    /' >&2
-  # The exception or configuration error that stopped it, if it logged one.
-  cause=$(grep -E '^[A-Za-z_.]*([Ee]rror|Exception): ' <<<"$logs" | tail -n 1 || true)
+  # The exception or configuration error that stopped it, if it logged one:
+  # the last line of a traceback, in a plain line or in a JSON log's
+  # "traceback" field (where it ends at the escaped quote or newline).
+  cause=$(grep -oE '(^|\\n)[A-Za-z_.]*(Error|Exception): [^"\\]*' <<<"$logs" | tail -n 1 || true)
+  cause=${cause#\\n}
   say "removing the new replica(s); the ${#serving[@]} serving before keep serving"
   docker rm -f "${new[@]}" >/dev/null
   rotation service
