@@ -23,11 +23,13 @@ set -eu
 
 servers=/tmp/nginx/app-servers.conf
 port=8000
-# A replica that fails a connection is skipped for 2 s (per nginx worker),
-# the time the resolver (nginx.conf) takes to drop a vanished one from the
-# service name. (max_fails=0, tried once, had requests to a just-stopped
-# replica wait out the connect timeout and answer 504.)
-server_options="resolve max_fails=1 fail_timeout=2s"
+# A replica that fails once is skipped for 10 s (per nginx worker), longer
+# than the resolver (nginx.conf) takes to drop a stopped one from the
+# service name (about 4 s seen). A request in flight when nginx applies such
+# a DNS change cannot be retried (its peer list changed under it): with 2 s,
+# one went to the vanished address, waited out the connect timeout and got a
+# 504; with max_fails=0 (tried once) 16 did.
+server_options="resolve max_fails=1 fail_timeout=10s"
 # Workers that ran the old config may take up to proxy_read_timeout to
 # finish a request; a waiter is told when they are still there after this.
 old_workers_wait=${ROTATION_WAIT_SECONDS:-60}
