@@ -155,12 +155,18 @@ def test_more_worker_processes_are_what_helps_cpu_bound_work(stacks):
     cpus = stack.effective_config()["cpus_available"]
     if cpus < 2:
         pytest.skip("needs 2 CPUs for 2 processes to run in parallel")
-    results = fire(f"{stack.url}/work/cpu?ms=400", 4)
-    assert max_overlap([r.interval for r in results]) == 2
-    parallelism = cpu_parallelism(results)
-    print(f"\nsync, 2 processes: {parallelism:.2f} cores of Python at once")
-    # One interpreter cannot exceed 1.0: anything clearly above is two processes at work.
-    assert parallelism > 1.3
+    # One interpreter cannot exceed 1.0 however often it is measured: anything
+    # clearly above is two processes at work. Whatever else runs on the host
+    # can only lower the figure, so the best of up to three bursts is kept.
+    measured = []
+    for _ in range(3):
+        results = fire(f"{stack.url}/work/cpu?ms=400", 4)
+        assert max_overlap([r.interval for r in results]) == 2
+        measured.append(cpu_parallelism(results))
+        if measured[-1] > 1.3:
+            break
+    print(f"\nsync, 2 processes: {', '.join(f'{p:.2f}' for p in measured)} cores of Python at once")
+    assert max(measured) > 1.3, measured
 
 
 # --- 3. slow clients ---------------------------------------------------------
