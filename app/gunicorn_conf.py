@@ -36,6 +36,14 @@ wsgi_app = "app.wsgi:application"
 # worker_class, workers, threads, timeouts, bind, ...: every setting in
 # app.settings.VARIABLES that is gunicorn's, under gunicorn's own name.
 _options = gunicorn_options(_settings)
+#: The class gunicorn runs for each WORKER_CLASS but sync: gunicorn's own,
+#: made to take a connection only while it can start a request on it, so a
+#: burst spreads over the workers (app/gthread_worker.py, app/gevent_worker.py).
+WORKERS = {
+    "gthread": "app.gthread_worker.BalancedThreadWorker",
+    "gevent": "app.gevent_worker.BalancedGeventWorker",
+}
+_options["worker_class"] = WORKERS.get(_options["worker_class"], _options["worker_class"])
 globals().update(_options)
 errorlog = "-"
 # LOG_FORMAT: one JSON line per event (default), or gunicorn's plain lines.
@@ -73,9 +81,15 @@ limit_request_field_size = 0  # unlimited: nginx's 8 kB line buffer bounds it
 EFFECTIVE_SETTINGS = (*_options, "worker_tmp_dir", "control_socket", "preload_app")
 
 
+def worker_family(worker_class_str: str) -> str:
+    """sync, gthread or gevent: what gunicorn runs, named as WORKER_CLASS names it."""
+    return {path: family for family, path in WORKERS.items()}.get(worker_class_str, worker_class_str)
+
+
 def effective_config(cfg) -> dict[str, object]:
     values = {name: cfg.settings[name].get() for name in EFFECTIVE_SETTINGS}
-    values["worker_class"] = cfg.worker_class_str
+    values["worker_class"] = worker_family(cfg.worker_class_str)
+    values["worker"] = cfg.worker_class_str
     values["max_concurrent_requests"] = max_concurrent_requests(
         values["worker_class"], values["workers"], values["threads"], values["worker_connections"]
     )
@@ -126,9 +140,8 @@ def post_worker_init(worker) -> None:
         from app import metrics  # in the worker, after gevent's patching
 
         cfg = worker.cfg
-        metrics.worker_booted(
-            max_concurrent_requests(cfg.worker_class_str, cfg.workers, cfg.threads, cfg.worker_connections)
-        )
+        family = worker_family(cfg.worker_class_str)
+        metrics.worker_booted(max_concurrent_requests(family, cfg.workers, cfg.threads, cfg.worker_connections))
     stop = signal.getsignal(signal.SIGTERM)
 
     def drain_then_stop(signum, frame) -> None:

@@ -155,7 +155,7 @@ VARIABLES: tuple[Variable, ...] = (
         _integer(1, 100_000),
         1000,
         "`1000`",
-        "greenlets per gevent worker, connections per gthread worker",
+        "requests in progress per gevent worker, connections per gthread worker",
     ),
     Variable(
         "GUNICORN_TIMEOUT",
@@ -335,7 +335,7 @@ class Settings:
 def max_concurrent_requests(worker_class: str, workers: int, threads: int, worker_connections: int) -> int:
     """How many requests the whole server works on at once, by design: one
     per sync worker, `threads` per gthread worker, and up to
-    `worker_connections` greenlets per gevent worker."""
+    `worker_connections` requests in progress per gevent worker."""
     per_worker = {"sync": 1, "gthread": threads, "gevent": worker_connections}[worker_class]
     return workers * per_worker
 

@@ -22,20 +22,25 @@ from tests.concurrency import cpu_parallelism, fire, max_overlap, rounds
 
 pytestmark = pytest.mark.integration
 
-#: Per class: the stack's settings, and K (concurrent /work/io requests) for
-#: the degree test, chosen to take two or three rounds where the class has a
-#: small fixed degree and to stay in one round for gevent.
-#: DEMO_MAX_WORK_MS is raised above GUNICORN_TIMEOUT on purpose here, to provoke timeouts.
+#: Per class: the stack's settings (two workers each) and what one worker
+#: serves at once by design. DEMO_MAX_WORK_MS is raised above
+#: GUNICORN_TIMEOUT on purpose here, to provoke timeouts.
 PROVOKE = {"GUNICORN_TIMEOUT": "5", "DEMO_MAX_WORK_MS": "10000"}
 CONFIGURATIONS = {
-    "sync": ({"WORKER_CLASS": "sync", "WEB_CONCURRENCY": "2", **PROVOKE}, 6),
-    "gthread": ({"WORKER_CLASS": "gthread", "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "8", **PROVOKE}, 16),
-    "gevent": ({"WORKER_CLASS": "gevent", "WEB_CONCURRENCY": "1", **PROVOKE}, 300),
+    "sync": ({"WORKER_CLASS": "sync", "WEB_CONCURRENCY": "2", **PROVOKE}, 1),
+    "gthread": ({"WORKER_CLASS": "gthread", "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4", **PROVOKE}, 4),
+    "gevent": (
+        {"WORKER_CLASS": "gevent", "WEB_CONCURRENCY": "2", "GUNICORN_WORKER_CONNECTIONS": "100", **PROVOKE},
+        100,
+    ),
 }
+#: One gevent worker, where a single event loop's behaviour is the point.
+SINGLE_GEVENT = {"WORKER_CLASS": "gevent", "WEB_CONCURRENCY": "1", **PROVOKE}
 IO_MS = 1000
-#: gevent's burst is 300 requests, which take the client, docker-proxy and
-#: nginx up to a second to launch on 2 busy cores: each must last well beyond
-#: that, or the first ends before the last begins and the overlap undercounts.
+#: gevent's bursts are hundreds of requests, which take the client,
+#: docker-proxy and nginx up to a second to launch on 2 busy cores: each must
+#: last well beyond that, or the first ends before the last begins and the
+#: overlap undercounts.
 BURST_IO_MS = {"sync": IO_MS, "gthread": IO_MS, "gevent": 3000}
 SLOW_CLIENTS = Path(__file__).with_name("slow_clients.py").read_text()
 
@@ -45,12 +50,12 @@ def stacks(built_images):
     """Started lazily, one per class, torn down at the end of the module."""
     started: dict[str, Stack] = {}
 
-    def get(worker_class: str) -> Stack:
-        if worker_class not in started:
-            settings, _ = CONFIGURATIONS[worker_class]
+    def get(name: str) -> Stack:
+        if name not in started:
+            settings = SINGLE_GEVENT if name == "gevent-1" else CONFIGURATIONS[name][0]
             # One replica: the design figure measured is a replica's.
-            started[worker_class] = Stack(f"conc-{worker_class}", APP_REPLICAS="1", **settings).up()
-        return started[worker_class]
+            started[name] = Stack(f"conc-{name}", APP_REPLICAS="1", **settings).up()
+        return started[name]
 
     try:
         yield get
@@ -80,19 +85,31 @@ def _in_container(
 
 @pytest.mark.parametrize("worker_class", list(CONFIGURATIONS))
 def test_io_concurrency_degree_is_what_the_effective_config_says(stacks, worker_class):
+    """A burst of twice the design figure through nginx: it runs at exactly
+    the printed figure, in two rounds, every worker full at the peak and none
+    holding more than its own share (its threads, its connections, or one)."""
     stack = stacks(worker_class)
     config = stack.effective_config()
-    _, k = CONFIGURATIONS[worker_class]
+    _, per_worker = CONFIGURATIONS[worker_class]
+    design = config["max_concurrent_requests"]
+    assert config["workers"] == 2 and design == 2 * per_worker
     ms = BURST_IO_MS[worker_class]
-    results = fire(f"{stack.url}/work/io?ms={ms}", k)
+    results = fire(f"{stack.url}/work/io?ms={ms}", 2 * design)
     assert all(r.status == 200 for r in results), [r.status for r in results]
 
     degree = max_overlap([r.interval for r in results])
-    expected = min(k, config["max_concurrent_requests"])
     waves = rounds(results, ms / 1000)
-    print(f"\n{worker_class}: {k} x {ms} ms I/O -> degree {degree} (config says {expected}), {waves} round(s)")
-    assert degree == expected
-    assert waves == -(-k // expected)  # ceil(k / degree)
+    by_worker = {
+        worker: max_overlap([r.interval for r in results if r.body["worker"] == worker])
+        for worker in {r.body["worker"] for r in results}
+    }
+    print(
+        f"\n{worker_class}: {2 * design} x {ms} ms I/O -> degree {degree} (config says {design}), "
+        f"{waves} round(s); most at once per worker: {sorted(by_worker.values())}"
+    )
+    assert degree == design
+    assert waves == 2
+    assert sorted(by_worker.values()) == [per_worker, per_worker]
 
 
 def test_sync_serves_exactly_one_request_per_worker(stacks):
@@ -104,10 +121,12 @@ def test_sync_serves_exactly_one_request_per_worker(stacks):
 def test_gthread_serves_workers_times_threads(stacks):
     config = stacks("gthread").effective_config()
     assert config["max_concurrent_requests"] == config["workers"] * config["threads"] == 8
+    # gthread that takes a connection only while a thread is free (app/gthread_worker.py).
+    assert config["worker"] == "app.gthread_worker.BalancedThreadWorker"
 
 
 def test_gevent_serves_hundreds_of_io_requests_per_worker(stacks):
-    stack = stacks("gevent")
+    stack = stacks("gevent-1")
     assert stack.effective_config()["workers"] == 1
     ms = BURST_IO_MS["gevent"]
     results = fire(f"{stack.url}/work/io?ms={ms}", 300)
@@ -120,7 +139,7 @@ def test_gevent_serves_hundreds_of_io_requests_per_worker(stacks):
 
 
 def test_gevent_cpu_bound_request_stalls_the_io_requests_of_its_worker(stacks):
-    stack = stacks("gevent")
+    stack = stacks("gevent-1")
     cpu_url, io_url = f"{stack.url}/work/cpu?ms=1500", f"{stack.url}/work/io?ms=50"
     alone = fire(io_url, 5)
     assert max(r.client_seconds for r in alone) < 1.0
@@ -137,17 +156,22 @@ def test_gevent_cpu_bound_request_stalls_the_io_requests_of_its_worker(stacks):
 
 
 def test_gevent_runs_cpu_bound_requests_one_at_a_time(stacks):
-    results = fire(f"{stacks('gevent').url}/work/cpu?ms=300", 4)
+    results = fire(f"{stacks('gevent-1').url}/work/cpu?ms=300", 4)
     assert max_overlap([r.interval for r in results]) == 1
     assert cpu_parallelism(results) <= 1.1
 
 
 def test_gthread_threads_overlap_but_share_one_core_of_python(stacks):
-    results = fire(f"{stacks('gthread').url}/work/cpu?ms=300", 4)
-    # All four in progress at once...
-    assert max_overlap([r.interval for r in results]) == 4
-    # ...but the GIL lets only one run Python at a time.
-    assert cpu_parallelism(results) <= 1.1
+    results = fire(f"{stacks('gthread').url}/work/cpu?ms=300", 8)
+    assert {r.status for r in results} == {200}
+    by_worker = {w: [r for r in results if r.body["worker"] == w] for w in {r.body["worker"] for r in results}}
+    overlaps = {w: max_overlap([r.interval for r in own]) for w, own in by_worker.items()}
+    parallelism = {w: cpu_parallelism(own) for w, own in by_worker.items()}
+    print(f"\ngthread, 8 CPU-bound requests: per worker at once {overlaps}, cores of Python {parallelism}")
+    # A worker's threads have several requests in progress at once...
+    assert max(overlaps.values()) > 1
+    # ...but the GIL lets only one of them run Python at a time.
+    assert max(parallelism.values()) <= 1.1
 
 
 def test_more_worker_processes_are_what_helps_cpu_bound_work(stacks):

@@ -192,6 +192,33 @@ def test_a_crashed_worker_is_replaced_without_failing_a_request(ops, measured):
     assert len(workers) == ops.effective_config()["workers"] + 1, "the master replaced it"
 
 
+@pytest.mark.parametrize("worker_class", ["gthread", "gevent"])
+def test_the_accept_balancing_workers_reload_and_lose_a_worker_without_failing_a_request(
+    built_images, measured, worker_class
+):
+    """gthread's and gevent's workers decide themselves when to accept
+    (app/gthread_worker.py, app/gevent_worker.py): a HUP reload of each
+    replica, then a worker SIGKILLed, under load, two workers per replica."""
+    stack = Stack(f"ops-{worker_class}", WORKER_CLASS=worker_class, WEB_CONCURRENCY="2", APP_REPLICAS="2")
+    try:
+        stack.up()
+        app = stack.containers("app")[0]
+
+        def reload_then_kill_a_worker():
+            reloaded = make(stack, "reload-app")
+            assert reloaded.returncode == 0, reloaded.output
+            time.sleep(2)
+            gunicorn = [p for p in stack.processes("app", app) if "gunicorn" in p["args"]]
+            pids = {p["pid"] for p in gunicorn}
+            os.kill(int(next(p for p in gunicorn if p["ppid"] in pids)["pid"]), signal.SIGKILL)
+
+        event = f"{worker_class}: make reload-app, then a worker SIGKILLed"
+        result, _ = under_load(stack, measured, event, reload_then_kill_a_worker)
+        assert result.failed == 0, result.summary()
+    finally:
+        stack.down()
+
+
 def test_a_replica_stopped_fails_no_request(ops, measured):
     victim = ops.containers("app")[0]
 

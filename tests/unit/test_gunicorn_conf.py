@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 
 import pytest
+
+from tests.concurrency import fire, max_overlap, rounds
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +77,8 @@ def config_error(helpers, env_factory):
 def test_gevent_config(load_config):
     out = load_config(WORKER_CLASS="gevent", WEB_CONCURRENCY="3")
     cfg = out["cfg"]
-    assert out["worker_class_str"] == "gevent"
+    # gevent, counting requests in progress, not connections (app/gevent_worker.py).
+    assert out["worker_class_str"] == "app.gevent_worker.BalancedGeventWorker"
     assert cfg["workers"] == 3
     assert cfg["threads"] == 1
     assert cfg["worker_connections"] == 1000
@@ -110,7 +114,9 @@ def test_defaults_size_workers_from_available_cpus(load_config):
 
 def test_gthread_config(load_config):
     out = load_config(WORKER_CLASS="gthread", WEB_CONCURRENCY="2", GUNICORN_THREADS="3")
-    assert out["worker_class_str"] == "gthread"
+    # gthread, taking a connection only while a thread is free (app/gthread_worker.py).
+    assert out["worker_class_str"] == "app.gthread_worker.BalancedThreadWorker"
+    assert (out["effective"]["worker_class"], out["effective"]["worker"]) == ("gthread", out["worker_class_str"])
     assert (out["cfg"]["workers"], out["cfg"]["threads"]) == (2, 3)
     assert out["effective"]["max_concurrent_requests"] == 6
 
@@ -163,6 +169,7 @@ def test_effective_config_names(load_config):
     effective = load_config(WORKER_CLASS="gthread")["effective"]
     assert set(effective) == {
         "worker_class",
+        "worker",
         "workers",
         "threads",
         "worker_connections",
@@ -294,6 +301,23 @@ def test_real_gunicorn_gthread(gunicorn):
         assert_concurrent(overlapping(run, "/work/io?ms=500", 3))
     assert run.proc.returncode == 0
     assert "Traceback" not in run.log.read_text()
+
+
+def test_real_gunicorn_gthread_spreads_a_burst_over_its_workers(gunicorn):
+    """2 workers of 2 threads, 8 requests at once on new connections: two
+    rounds of 4, each worker serving 4. (Stock gthread accepts up to
+    worker_connections, so the worker that wakes first queues most of a burst
+    on its own threads: 3 or 4 rounds, 10-16 requests on one worker.)"""
+    with gunicorn(WORKER_CLASS="gthread", WEB_CONCURRENCY="2", GUNICORN_THREADS="2") as run:
+        url = f"http://127.0.0.1:{run.port}/work/io"
+        deadline = time.monotonic() + 15
+        while len({r.body["worker"] for r in fire(f"{url}?ms=200", 4)}) < 2:  # both workers booted
+            assert time.monotonic() < deadline, "the second worker never answered"
+        results = fire(f"{url}?ms=500", 8)
+    assert all(r.status == 200 for r in results)
+    assert max_overlap([r.interval for r in results]) == 4
+    assert rounds(results, 0.5) == 2
+    assert sorted(Counter(r.body["worker"] for r in results).values()) == [4, 4]
 
 
 def test_real_gunicorn_gevent(gunicorn):
