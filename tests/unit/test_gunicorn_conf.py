@@ -6,6 +6,7 @@ import time, and gunicorn's Config reads sys.argv and GUNICORN_CMD_ARGS.
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -318,6 +319,31 @@ def test_real_gunicorn_gthread_spreads_a_burst_over_its_workers(gunicorn):
     assert max_overlap([r.interval for r in results]) == 4
     assert rounds(results, 0.5) == 2
     assert sorted(Counter(r.body["worker"] for r in results).values()) == [4, 4]
+
+
+def test_real_gunicorn_gevent_counts_requests_not_idle_connections(gunicorn):
+    """One gevent worker with 2 slots and 2 idle kept-alive connections (as
+    nginx's upstream pool keeps them): a new request is still served at once.
+    (Stock gevent gives each connection a slot for its whole life, so it
+    would wait until an idle one closed, GUNICORN_KEEPALIVE later.)"""
+    with gunicorn(WORKER_CLASS="gevent", WEB_CONCURRENCY="1", GUNICORN_WORKER_CONNECTIONS="2") as run:
+        idle = [http.client.HTTPConnection("127.0.0.1", run.port, timeout=5) for _ in range(2)]
+        try:
+            for connection in idle:
+                connection.request("GET", "/healthz")
+                response = connection.getresponse()
+                response.read()
+                assert response.status == 200 and not response.will_close
+            started = time.monotonic()
+            assert run.get("/work/io?ms=0")[0] == 200
+            assert time.monotonic() - started < 2
+            # And the idle connections still serve their next request.
+            for connection in idle:
+                connection.request("GET", "/healthz")
+                assert connection.getresponse().status == 200
+        finally:
+            for connection in idle:
+                connection.close()
 
 
 def test_real_gunicorn_gevent(gunicorn):
