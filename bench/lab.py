@@ -114,9 +114,11 @@ class Lab:
         compose = self.stack.docker.compose
         # The project's own images first: the uWSGI peer's nginx is built FROM
         # the project's nginx image.
-        self.log("building the project's images (app, nginx) and the lab's (loadgen, uWSGI, nginx for uWSGI)")
+        self.log("building the project's images (app, nginx) and the lab's (loadgen, uWSGI and Granian, uWSGI's nginx)")
         compose.build(services=["app", "nginx"], quiet=True)
-        own = [s for s in ("loadgen", "uwsgi-threads", "nginx-uwsgi-threads") if s in self.services() or s == "loadgen"]
+        # uwsgi-threads and granian share the peers' image: either builds it.
+        peers = ("uwsgi-threads", "nginx-uwsgi-threads", "granian")
+        own = [s for s in ("loadgen", *peers) if s in self.services() or s == "loadgen"]
         compose.build(services=own, quiet=True)
 
     def up(self) -> None:
@@ -244,6 +246,8 @@ class Lab:
             return self._gunicorn_settings(service)
         if service.startswith("uwsgi-"):
             return {k: v for k, v in self._environment(service).items() if k.startswith("UWSGI_")}
+        if service == "granian":
+            return {k: v for k, v in self._environment(service).items() if k.startswith("GRANIAN_")}
         # A development server: its command line says everything.
         return {"command": shlex.join(self.inspect(service).config.cmd)}
 

@@ -26,7 +26,7 @@ APP_CPUS = 2.0
 class Config:
     key: str
     label: str
-    family: str  # dev | gunicorn | nginx+gunicorn | nginx+uwsgi | host-port
+    family: str  # dev | gunicorn | nginx+gunicorn | nginx+uwsgi | granian | nginx+granian | host-port
     #: Service whose container the generator runs in.
     generator: str
     #: The URL base, as the generator sees it.
@@ -110,6 +110,36 @@ def _uwsgi(key: str, label: str, settings: str) -> Config:
     )
 
 
+def _granian() -> list[Config]:
+    settings = (
+        f"Granian (Rust HTTP server), WSGI interface, {WORKERS} workers × {THREADS} blocking threads "
+        "(the threads that run the app), HTTP/1.1, backlog 2048, log level warning"
+    )
+    return [
+        Config(
+            key="granian",
+            label="Granian (direct)",
+            family="granian",
+            generator="loadgen",
+            base_url="http://granian:8000",
+            app_service="granian",
+            front_service=None,
+            settings=settings,
+            workloads=("fast", "io", "cpu"),
+        ),
+        Config(
+            key="nginx-granian",
+            label="nginx → Granian",
+            family="nginx+granian",
+            generator="loadgen",
+            base_url="http://nginx-granian:8080",
+            app_service="granian",
+            front_service="nginx-granian",
+            settings=f"the project's nginx (unchanged: Granian speaks HTTP as gunicorn does) → {settings}",
+        ),
+    ]
+
+
 _SYNC, _GTHREAD, _GEVENT = (
     _gunicorn("sync", ""),
     _gunicorn("gthread", f" × {THREADS} threads"),
@@ -184,6 +214,7 @@ CONFIGS: tuple[Config, ...] = (
         f"nginx (uwsgi_pass) → uWSGI, master, {WORKERS} processes × gevent {GREENLETS}, "
         "monkey-patched, lazy-apps, listen 1024",
     ),
+    *_granian(),
     Config(
         key="hostport-gthread",
         label="nginx → gunicorn gthread via host port",

@@ -28,6 +28,8 @@ FAMILY_COLOURS = {
     "gunicorn": "#8172b3",
     "nginx+gunicorn": "#4c72b0",
     "nginx+uwsgi": "#dd8452",
+    "granian": "#937860",
+    "nginx+granian": "#da8bc3",
     "host-port": "#55a868",
 }
 

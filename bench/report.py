@@ -125,6 +125,21 @@ def ratios(runs: list[dict], workloads: tuple[Workload, ...]) -> list[dict]:
                     paired_ratio(runs, (ours, workload), (peer, workload)),
                     workload=workload,
                 )
+    for workload in ("fast", "io", "cpu", "mix"):
+        for ours in [f"nginx-{c}" for c in CLASSES]:
+            add(
+                "vs nginx + Granian",
+                f"{ours} / nginx-granian, {workload}",
+                paired_ratio(runs, (ours, workload), ("nginx-granian", workload)),
+                workload=workload,
+            )
+    for workload in ("fast", "io", "cpu"):
+        add(
+            "proxy cost: nginx → Granian vs Granian direct",
+            f"{workload}",
+            paired_ratio(runs, ("nginx-granian", workload), ("granian", workload)),
+            workload=workload,
+        )
     for workload in ("fast", "cpu", "mix"):
         add(
             "gunicorn reuse_port: nginx → gthread with it vs without",
@@ -192,6 +207,14 @@ def targets(ratio_list: list[dict]) -> list[dict]:
             _find(ratio_list, "vs nginx + uWSGI", f"nginx-gevent / {peer}, io"),
             1.0,
         )
+    # Like for like, with the same worker and thread budget, on every workload.
+    for ours, peer in (("nginx-gthread", "nginx-uwsgi-threads"), ("nginx-gevent", "nginx-uwsgi-gevent")):
+        for workload in ("fast", "cpu", "mix") if ours == "nginx-gevent" else ("fast", "io", "cpu", "mix"):
+            add(
+                f"{ours} at least equals {peer} on {workload}",
+                _find(ratio_list, "vs nginx + uWSGI", f"{ours} / {peer}, {workload}"),
+                1.0,
+            )
     return out
 
 

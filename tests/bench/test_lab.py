@@ -83,6 +83,10 @@ def test_each_app_server_reports_the_settings_the_table_states(results):
     assert described["gunicorn-gthread"]["effective"]["threads"] == 4
     assert described["nginx-uwsgi-threads"]["effective"]["UWSGI_PROCESSES"] == "3"
     assert described["nginx-uwsgi-threads"]["effective"]["UWSGI_THREADS"] == "4"
+    for key in ("granian", "nginx-granian"):
+        granian = described[key]["effective"]
+        assert (granian["GRANIAN_WORKERS"], granian["GRANIAN_BLOCKING_THREADS"]) == ("3", "4")
+        assert granian["GRANIAN_INTERFACE"] == "wsgi"
     assert "--no-threaded" in described["dev-single"]["effective"]["command"]
 
 
