@@ -114,12 +114,19 @@ class Lab:
         compose = self.stack.docker.compose
         # The project's own images first: the uWSGI peer's nginx is built FROM
         # the project's nginx image.
-        self.log("building the project's images (app, nginx) and the lab's (loadgen, uWSGI and Granian, uWSGI's nginx)")
+        self.log("building the project's images (app, nginx) and the lab's (loadgen, peers, nginx variants)")
         compose.build(services=["app", "nginx"], quiet=True)
-        # uwsgi-threads and granian share the peers' image: either builds it.
-        peers = ("uwsgi-threads", "nginx-uwsgi-threads", "granian")
-        own = [s for s in ("loadgen", *peers) if s in self.services() or s == "loadgen"]
-        compose.build(services=own, quiet=True)
+        # Images shared by several services are built by one of them (the
+        # services with `build: !reset null` reuse it): the build that
+        # makes each image, and every service that runs it.
+        images = {
+            "loadgen": ("loadgen",),
+            "uwsgi-threads": ("uwsgi-threads", "uwsgi-gevent", "granian"),
+            "nginx-uwsgi-threads": ("nginx-uwsgi-threads", "nginx-uwsgi-gevent"),
+            "nginx-gthread-unix": ("nginx-gthread-unix", "nginx-gevent-unix"),
+        }
+        wanted = set(self.services()) | {"loadgen"}
+        compose.build(services=[b for b, users in images.items() if wanted & set(users)], quiet=True)
 
     def up(self) -> None:
         services = self.services()

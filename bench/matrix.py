@@ -184,6 +184,24 @@ CONFIGS: tuple[Config, ...] = (
         "listens on its own SO_REUSEPORT socket; the kernel spreads new connections over them)",
         workloads=("fast", "cpu", "mix"),
     ),
+    *(
+        Config(
+            key=f"nginx-{worker_class}-unix",
+            label=f"nginx → gunicorn {worker_class} via unix socket",
+            family="nginx+gunicorn",
+            generator="loadgen",
+            base_url=f"http://nginx-{worker_class}-unix:8080",
+            # The same gunicorn as nginx-{worker_class}, which also binds the socket.
+            app_service=f"gunicorn-{worker_class}",
+            front_service=f"nginx-{worker_class}-unix",
+            settings=f"as nginx → gunicorn {worker_class} (the same gunicorn), but nginx reaches it through a unix "
+            "socket on a volume both containers mount, instead of TCP across the container network",
+            # Where the proxy's own cost shows (fast), and where many
+            # connections wait (io); CPU-bound work is the app's.
+            workloads=("fast", "io"),
+        )
+        for worker_class in ("gthread", "gevent")
+    ),
     Config(
         key="nginx-gthread-tls",
         label="nginx → gunicorn gthread, HTTPS",

@@ -147,6 +147,20 @@ def ratios(runs: list[dict], workloads: tuple[Workload, ...]) -> list[dict]:
             paired_ratio(runs, ("nginx-gthread-reuseport", workload), ("nginx-gthread", workload)),
             workload=workload,
         )
+    for worker_class in ("gthread", "gevent"):
+        for workload in ("fast", "io"):
+            add(
+                "unix socket vs TCP between nginx and gunicorn",
+                f"{worker_class}, {workload}",
+                paired_ratio(runs, (f"nginx-{worker_class}-unix", workload), (f"nginx-{worker_class}", workload)),
+                workload=workload,
+            )
+        add(
+            "proxy cost over a unix socket: nginx → gunicorn vs gunicorn direct",
+            f"{worker_class}, fast",
+            paired_ratio(runs, (f"nginx-{worker_class}-unix", "fast"), (f"gunicorn-{worker_class}", "fast")),
+            workload="fast",
+        )
     add(
         "HTTPS / plain HTTP through nginx (gthread)",
         "fast",

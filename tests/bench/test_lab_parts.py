@@ -5,6 +5,7 @@ The lab as a whole is test_lab.py's subject (`-m bench`)."""
 from __future__ import annotations
 
 import json
+import shutil
 import ssl
 import stat
 
@@ -14,6 +15,7 @@ from bench import cpu, generators, report
 from bench.__main__ import main, parse_args, plan_runs, select
 from bench.lab import served_share, write_tls_files
 from bench.matrix import CONFIGS_BY_KEY
+from harness.stack import REPO
 
 pytestmark = pytest.mark.unit
 
@@ -142,3 +144,28 @@ def test_the_labs_certificate_is_what_nginx_reads(tmp_path):
     assert stat.S_IMODE(directory.stat().st_mode) == 0o755
     # PEM, and the key is the certificate's (this raises otherwise).
     ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+
+
+def test_each_nginx_settings_variant_still_applies_to_the_projects_nginx(tmp_path):
+    # The image's /etc/nginx is the repository's nginx/ (nginx/Dockerfile).
+    from bench.nginx_settings import VARIANTS, apply_variant
+
+    for name, edits in VARIANTS.items():
+        etc = tmp_path / str(abs(hash(name)))
+        shutil.copytree(REPO / "nginx", etc)
+        apply_variant(etc, edits)
+        for relative, _, new in edits:
+            assert new in (etc / relative).read_text(), name
+    with pytest.raises(ValueError, match="not there exactly once"):
+        apply_variant(etc, [("nginx.conf", "worker_processes 7;", "")])
+
+
+def test_the_unix_socket_configurations_differ_from_tcp_only_in_their_front():
+    for worker_class in ("gthread", "gevent"):
+        tcp, unix = CONFIGS_BY_KEY[f"nginx-{worker_class}"], CONFIGS_BY_KEY[f"nginx-{worker_class}-unix"]
+        assert unix.app_service == tcp.app_service and unix.generator == tcp.generator
+        assert unix.front_service == f"nginx-{worker_class}-unix" != tcp.front_service
+    # Their nginx is the project's, with the upstream's server line replaced at build time.
+    dockerfile = (REPO / "bench/unix-socket-nginx/Dockerfile").read_text()
+    assert "include /tmp/nginx/app-servers.conf;" in (REPO / "nginx/conf.d/app.conf").read_text()
+    assert "s#include /tmp/nginx/app-servers.conf;#server unix:/run/gunicorn/gunicorn.sock" in dockerfile
