@@ -321,6 +321,53 @@ def test_real_gunicorn_gthread_spreads_a_burst_over_its_workers(gunicorn):
     assert sorted(Counter(r.body["worker"] for r in results).values()) == [4, 4]
 
 
+def test_real_gunicorn_gthread_serves_a_new_connection_while_kept_alive_ones_keep_it_busy(gunicorn):
+    """One worker of 2 threads and 6 kept-alive connections sending request
+    after request (as nginx's upstream pool does under load): a request on a
+    new connection is still served while they go on. (When kept-alive
+    requests queue on the threads at once, as in stock gthread's loop, the
+    worker is never without a queue, so it never accepts again: the new
+    connection waits in the listen queue until the busy ones stop.)"""
+    with gunicorn(WORKER_CLASS="gthread", WEB_CONCURRENCY="1", GUNICORN_THREADS="2") as run:
+        busy = [http.client.HTTPConnection("127.0.0.1", run.port, timeout=30) for _ in range(6)]
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def keep_busy(connection: http.client.HTTPConnection) -> None:
+            try:
+                while not stop.is_set():
+                    connection.request("GET", "/work/io?ms=100")
+                    response = connection.getresponse()
+                    response.read()
+                    assert response.status == 200 and not response.will_close
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+
+        try:
+            for connection in busy:  # accepted one after the other, then kept alive
+                connection.request("GET", "/healthz")
+                connection.getresponse().read()
+            loops = [threading.Thread(target=keep_busy, args=(c,)) for c in busy]
+            for loop in loops:
+                loop.start()
+            time.sleep(0.5)
+            answered = threading.Event()
+            newcomer = threading.Thread(target=lambda: run.get("/work/io?ms=0") and answered.set())
+            newcomer.start()
+            # Waiting its turn among the 6 takes a few rounds of 100 ms.
+            served_meanwhile = answered.wait(timeout=8)
+            stop.set()
+            for loop in loops:
+                loop.join(timeout=10)
+            newcomer.join(timeout=30)
+        finally:
+            stop.set()
+            for connection in busy:
+                connection.close()
+    assert not failures, failures
+    assert served_meanwhile, "the new connection was served only after the kept-alive ones stopped"
+
+
 def test_real_gunicorn_gevent_counts_requests_not_idle_connections(gunicorn):
     """One gevent worker with 2 slots and 2 idle kept-alive connections (as
     nginx's upstream pool keeps them): a new request is still served at once.
