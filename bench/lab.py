@@ -339,13 +339,24 @@ class Lab:
         requests whose clients have gone."""
         if config.app_service not in self._backlogged:
             return 0.0
-        out = self.exec(
+        started = time.monotonic()
+        # Not enough alone: the probe may travel on a connection nginx kept
+        # alive, which the project's gthread worker serves in turn with the
+        # connections still waiting to be accepted; so until no connection
+        # waits in the app server's listen queue either.
+        while _accept_queued(self._read(config.app_service, "/proc/net/tcp", "/proc/net/tcp6")):
+            if time.monotonic() - started > DRAIN_TIMEOUT_S:
+                raise LabError(
+                    f"{config.app_service}: connections still waiting to be accepted after {DRAIN_TIMEOUT_S} s"
+                )
+            time.sleep(0.5)
+        self.exec(
             config.generator,
             ["python3", "-c", _PROBE, self.url(config, "/healthz"), str(DRAIN_TIMEOUT_S)],
             timeout=DRAIN_TIMEOUT_S + 30,
         )
         self._backlogged.discard(config.app_service)
-        return float(out.decode().strip())
+        return time.monotonic() - started
 
     def _run_wrk(self, config: Config, workload: Workload) -> tuple[dict, Snapshot, Snapshot, float]:
         """A warm-up, then the measured run between two snapshots; the
@@ -481,6 +492,17 @@ def _listening(proc_net_tcp: str) -> list[str]:
             host = "::1" if address.endswith("01000000") and set(address[:24]) == {"0"} else f"[{address}]"
         sockets.append(f"{host}:{int(port, 16)}")
     return sorted(set(sockets))
+
+
+def _accept_queued(proc_net_tcp: str) -> int:
+    """Connections waiting in the LISTEN sockets' accept queues (their rx_queue
+    column in /proc/net/tcp{,6} text)."""
+    queued = 0
+    for line in proc_net_tcp.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[3] == "0A" and ":" in fields[4]:
+            queued += int(fields[4].split(":")[1], 16)
+    return queued
 
 
 def stderr_log(message: str) -> None:

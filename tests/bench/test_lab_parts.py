@@ -169,3 +169,17 @@ def test_the_unix_socket_configurations_differ_from_tcp_only_in_their_front():
     dockerfile = (REPO / "bench/unix-socket-nginx/Dockerfile").read_text()
     assert "include /tmp/nginx/app-servers.conf;" in (REPO / "nginx/conf.d/app.conf").read_text()
     assert "s#include /tmp/nginx/app-servers.conf;#server unix:/run/gunicorn/gunicorn.sock" in dockerfile
+
+
+def test_the_drain_waits_for_connections_in_the_listen_queue():
+    from bench.lab import _accept_queued
+
+    proc_net_tcp = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+        "   0: 00000000:1F40 00000000:0000 0A 00000000:000001B8 00:00000000 00000000 10001 0 1 1\n"
+        "   1: 020018AC:1F40 030018AC:D2F0 01 00000000:00000040 00:00000000 00000000 10001 0 2 1\n"
+        "   2: 00000000:238C 00000000:0000 0A 00000000:00000000 00:00000000 00000000 10001 0 3 1\n"
+    )
+    # 0x1B8 = 440 waiting on :8000; an accepted connection's unread bytes do not count.
+    assert _accept_queued(proc_net_tcp) == 440
+    assert _accept_queued(proc_net_tcp.replace("000001B8", "00000000")) == 0
