@@ -187,7 +187,7 @@ loadtest-reports:
 
 # --- the concurrency lab (docs/benchmarks/README.md) ---------------------------
 # Every serving configuration measured side by side, in containers
-# (bench/compose.yml). The full mode (about 15 minutes) rewrites the figures in
+# (bench/compose.yml). The full mode (about 18 minutes) rewrites the figures in
 # docs/benchmarks/; QUICK=1 is CI's short check of the lab itself (about two
 # minutes) and writes to .cache/bench-quick/. BENCH_ARGS passes more options
 # (`.venv/bin/python -m bench --help`), e.g. BENCH_ARGS="--configs nginx-gevent".
