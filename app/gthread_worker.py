@@ -21,7 +21,7 @@ taken again while more wait). Queuing kept-alive requests on the threads
 at once, as stock gthread does, would leave the worker never free to
 accept under sustained load: the kept-alive connections, always ready with
 their next request, were served again and again while new ones waited in
-the listen queue (through nginx, 10 % of 500 connections were answered
+the listen queue (through nginx, 4-8 % of 500 connections were answered
 in a 4 s run).
 
 What it cannot place is a request that arrives on a connection nginx has
