@@ -62,13 +62,11 @@ while pending:
 """
 
 _PROBE = r"""
-import ssl, sys, time, urllib.request
-started = time.monotonic()
+import ssl, sys, urllib.request
 context = ssl._create_unverified_context()
 with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]), context=context) as response:
     response.read()
     assert response.status == 200, response.status
-print(time.monotonic() - started)
 """
 
 
