@@ -24,13 +24,16 @@ ENV PATH=/opt/venv/bin:$PATH \
     APP_ENV=production
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv
+# The server that runs the app, then the app: a change to the app alone
+# rebuilds only the last layers.
+COPY serving/ /srv/serving/
 COPY app/ /srv/app/
 # Bytecode is compiled now because the root filesystem is read-only at run time.
-RUN python3 -m compileall -q /srv/app
+RUN python3 -m compileall -q /srv/serving /srv/app
 # A fixed numeric id, so that the image needs no user database and file
 # ownership on mounted volumes is predictable.
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python3", "-m", "app.healthcheck"]
-CMD ["python3", "-m", "app.serve"]
+    CMD ["python3", "-m", "serving.healthcheck"]
+CMD ["python3", "-m", "serving.serve"]

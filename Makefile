@@ -24,7 +24,7 @@ up: ## Build the images, start nginx -> gunicorn -> Flask, wait until healthy
 	@# The product's images only: the load test's build when it first runs.
 	@$(COMPOSE) build
 	@# Fails fast, naming the variable, when a setting is invalid.
-	@$(COMPOSE) run --rm --no-deps -T app python3 -m app.settings >/dev/null
+	@$(COMPOSE) run --rm --no-deps -T app python3 -m serving.settings >/dev/null
 	@$(COMPOSE) up -d --wait --wait-timeout 120 --remove-orphans
 	@echo "Serving on http://$$($(COMPOSE) port nginx 8080 2>/dev/null)/"
 	@if [ -n "$$($(COMPOSE) port nginx 8443 2>/dev/null)" ]; then \
@@ -36,7 +36,7 @@ dev: export COMPOSE_FILE = docker-compose.yml:compose.dev.yml
 dev: ## Like up, but serving ./app as it is edited (gunicorn --reload; never Werkzeug's server)
 	@scripts/check-tls.sh
 	@$(COMPOSE) build
-	@$(COMPOSE) run --rm --no-deps -T app python3 -m app.settings >/dev/null
+	@$(COMPOSE) run --rm --no-deps -T app python3 -m serving.settings >/dev/null
 	@$(COMPOSE) up -d --wait --wait-timeout 120 --remove-orphans
 	@echo "Serving ./app with reload on http://$$($(COMPOSE) port nginx 8080 2>/dev/null)/ (make logs follows it)"
 
@@ -81,7 +81,7 @@ ps: ## Show the stack's containers and their health
 
 config: ## Print the settings gunicorn would start with (JSON), or the error
 	@$(COMPOSE) --progress quiet build app >/dev/null
-	@$(COMPOSE) run --rm --no-deps -T app python3 -m app.settings
+	@$(COMPOSE) run --rm --no-deps -T app python3 -m serving.settings
 
 # One venv for the tests and the linters, both locks in one pip run: pip
 # refuses them should they ever pin a package they share differently.

@@ -1,11 +1,11 @@
-"""The Flask application package.
+"""Your Flask application: the package a fork owns and edits.
 
-Kept free of imports on purpose: gunicorn's config (app.gunicorn_conf) imports
-app.settings, app.logs, app.lifecycle and app.metrics_master in the master
-process, and anything imported there is imported before gevent's worker
-monkey-patches the standard library: they use the standard library and
-gunicorn only (logging.config also imports app.jsonlog, python-json-logger,
-which makes no lock or thread). The app itself (Flask, Werkzeug, the views,
-prometheus_client) lives in app.factory and app.metrics and is loaded in each
-worker, after the patching.
+What serves it (gunicorn, its workers, logging, metrics, the request id,
+trusted proxies) is the `serving` package beside it, which reaches this one
+only through `app.wsgi:application`; nothing here imports `serving`.
+
+Kept free of imports on purpose: under gevent, the worker monkey-patches the
+standard library before it loads the app, and Flask must be imported after
+that, never as a side effect of importing this package
+(docs/concurrency.md#gevent-pitfalls).
 """

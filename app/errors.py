@@ -1,24 +1,25 @@
 """Every error leaves the app as JSON: no HTML error page, no traceback.
-Each body names the request's id (app/request_id.py), as nginx's own error
-bodies do, so that a client's report leads to the log lines."""
+Each body names the request's id, as nginx's own error bodies do, so that a
+client's report leads to the log lines: the X-Request-ID header, which the
+server (serving/request_id.py) makes sure every request carries, well formed."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from app import request_id
-
 log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
 
 
 def error_body(status: int, name: str, message: str, **details: object):
     error = {"status": status, "name": name, "message": message, **details}
-    current_id = request_id.current()
-    if current_id is not None:
-        error["request_id"] = current_id
+    request_id = request.headers.get(REQUEST_ID_HEADER)
+    if request_id is not None:
+        error["request_id"] = request_id
     return jsonify({"error": error}), status
 
 

@@ -1,11 +1,12 @@
-"""The Flask application factory gunicorn loads through `app.wsgi:application`.
+"""The Flask application factory: `create_app()`, served through
+`app.wsgi:application`.
 
-It wires the parts: the request id (app/request_id.py), the metrics
-(app/metrics.py, while METRICS_PORT is not 0 under gunicorn), JSON errors
+It wires the parts: your settings (app/config.py), JSON errors
 (app/errors.py), health (app/health.py), your views (app/views.py) and, while
-DEMO_ENDPOINTS is on, the demonstration endpoints (app/demo.py). It is never
-served by Werkzeug's development server outside development: see
-`app.devserver`.
+DEMO_ENDPOINTS is on, the demonstration endpoints (app/demo.py). What the
+server owes every request (the request id, the trusted proxies' headers,
+metrics) is added around the app by serving/wsgi.py, not here. It is never
+served by Werkzeug's development server outside development.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from __future__ import annotations
 import os
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import demo, errors, health, metrics_master, request_id, settings, views
+from app import config, demo, errors, health, views
 
 #: 1 MiB. nginx refuses larger bodies first (client_max_body_size); this is the
 #: app's own limit for when it runs behind something else.
@@ -44,29 +44,12 @@ class ProductionFlask(Flask):
 
 
 def create_app() -> Flask:
-    config = settings.load()
     app = ProductionFlask(__name__)
-    app.config.update(
-        MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
-        READINESS_CHECKS={},
-        DEMO_MAX_WORK_MS=config.demo_max_work_ms,
-    )
+    app.config.update(config.from_environ(), MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, READINESS_CHECKS={})
     app.json.sort_keys = False
-    # Trust exactly the proxies there are (TRUSTED_PROXY_HOPS; 1, nginx, by
-    # default): each appends what it saw, so the value N from the right is the
-    # outermost proxy's, and whatever a client wrote itself sits further left.
-    # Trusting more hops than there are would let a client forge its address
-    # or scheme.
-    hops = config.trusted_proxy_hops
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-    request_id.register(app)
-    if metrics_master.enabled(config.metrics_port):
-        from app import metrics  # prometheus_client: only where its directory is ready
-
-        metrics.instrument(app)
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)
-    if config.demo_endpoints:
+    if app.config["DEMO_ENDPOINTS"]:
         app.register_blueprint(demo.bp)
     return app

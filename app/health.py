@@ -1,11 +1,12 @@
 """Liveness and readiness, what Docker's HEALTHCHECK, nginx and an
-orchestrator poll. Part of the stack, not of your views: keep it."""
+orchestrator poll. Part of the stack, not of your views: keep it.
+
+A worker that is draining (gunicorn told it to stop) answers /readyz with a
+503 before the app is asked: the server owns that (serving/wsgi.py)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
-
-from app import lifecycle
 
 bp = Blueprint("health", __name__)
 
@@ -18,11 +19,8 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    # Readiness: not while draining (whatever polls this stops sending work
-    # at once), and every check in READINESS_CHECKS (name -> callable
-    # returning truthy when ready) must pass. A fork adds its database ping here.
-    if lifecycle.is_draining():
-        return jsonify(status="draining"), 503
+    # Readiness: every check in READINESS_CHECKS (name -> callable returning
+    # truthy when ready) must pass. A fork adds its database ping here.
     checks = current_app.config.get("READINESS_CHECKS", {})
     failed = []
     for name, check in checks.items():

@@ -1,4 +1,5 @@
-"""The WSGI entry point gunicorn serves: `app.wsgi:application`."""
+"""The WSGI entry point: `app.wsgi:application`, the one name the server
+(serving/wsgi.py) imports from this package."""
 
 from app.factory import create_app
 

@@ -130,7 +130,7 @@ def is_local_server(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return False
-    return b"gunicorn" in cmdline or b"uwsgi" in cmdline or b"app.serve" in cmdline
+    return b"gunicorn" in cmdline or b"uwsgi" in cmdline or b"serving.serve" in cmdline
 
 
 def children_ticks(pid: int) -> dict[str, int] | None:

@@ -435,7 +435,7 @@ def _bench_stack(project: str, gunicorn_args: str, app_cpus: float, tls_dir: Pat
         BENCH_THREADS=str(THREADS),
         BENCH_APP_CPUS=str(app_cpus),
         # Extra gunicorn options for every gunicorn configuration (to try
-        # a setting before changing app/gunicorn_conf.py).
+        # a setting before changing serving/gunicorn_conf.py).
         BENCH_GUNICORN_CMD_ARGS=gunicorn_args,
         # The HTTPS configuration's certificate and key (write_tls_files).
         BENCH_TLS_DIR=str(tls_dir),

@@ -128,7 +128,7 @@ class Stack:
         return self.docker.compose.logs(services=[service], no_log_prefix=True)
 
     def effective_config(self) -> dict:
-        """The JSON line gunicorn logged at start (app/gunicorn_conf.py)."""
+        """The JSON line gunicorn logged at start (serving/gunicorn_conf.py)."""
         lines = [line for line in self.logs("app").splitlines() if '"event": "gunicorn.config"' in line]
         assert lines, "gunicorn logged no effective configuration"
         return json.loads(lines[-1])

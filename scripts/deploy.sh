@@ -45,7 +45,7 @@ mapfile -t serving < <(compose ps -q --status running app)
 say "building the app image"
 compose build app
 say "checking its settings"
-compose run --rm --no-deps -T app python3 -m app.settings >/dev/null
+compose run --rm --no-deps -T app python3 -m serving.settings >/dev/null
 
 # From here on, whatever happens, nginx ends up on the service name again.
 trap 'rotation service >/dev/null || true' EXIT

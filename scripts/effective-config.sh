@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the running stack delivers: each replica's effective gunicorn
-# configuration (the JSON line app/gunicorn_conf.py logs at start), then the
+# configuration (the JSON line serving/gunicorn_conf.py logs at start), then the
 # replicas and the requests they serve at once, all together.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

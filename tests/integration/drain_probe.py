@@ -11,7 +11,7 @@ import threading
 import time
 
 with open("/tmp/gunicorn.log", "w") as log:
-    server = subprocess.Popen([sys.executable, "-m", "app.serve"], stdout=log, stderr=log)
+    server = subprocess.Popen([sys.executable, "-m", "serving.serve"], stdout=log, stderr=log)
 
 
 def get(conn, path):

@@ -50,7 +50,7 @@ def test_dev_mode_is_gunicorn_reloading_behind_nginx_on_loopback(dev_stack):
     config = stack.effective_config()
     processes = stack.processes("app")
     assert any("gunicorn" in p["args"] for p in processes)
-    assert not any("werkzeug" in p["args"].lower() or "app.devserver" in p["args"] for p in processes)
+    assert not any("werkzeug" in p["args"].lower() or "serving.devserver" in p["args"] for p in processes)
     env = stack.container("app").config.env
     assert "GUNICORN_CMD_ARGS=--reload" in env
     assert config["worker_class"] == "sync"

@@ -197,7 +197,7 @@ def test_the_accept_balancing_workers_reload_and_lose_a_worker_without_failing_a
     built_images, measured, worker_class
 ):
     """gthread's and gevent's workers decide themselves when to accept
-    (app/gthread_worker.py, app/gevent_worker.py): a HUP reload of each
+    (serving/gthread_worker.py, serving/gevent_worker.py): a HUP reload of each
     replica, then a worker SIGKILLed, under load, two workers per replica."""
     stack = Stack(f"ops-{worker_class}", WORKER_CLASS=worker_class, WEB_CONCURRENCY="2", APP_REPLICAS="2")
     try:

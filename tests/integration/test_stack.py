@@ -205,7 +205,7 @@ def test_app_processes_are_a_gunicorn_master_and_its_workers(contract_stack):
         assert all(w["ppid"] == masters[0]["pid"] for w in workers)
         for p in processes:
             assert "werkzeug" not in p["args"].lower()
-            assert "flask run" not in p["args"] and "app.devserver" not in p["args"]
+            assert "flask run" not in p["args"] and "serving.devserver" not in p["args"]
 
 
 def test_gunicorn_control_socket_is_on_the_tmpfs_and_answers(contract_stack):

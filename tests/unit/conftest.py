@@ -20,11 +20,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from werkzeug.test import Client
 
+from app import config
 from app.factory import create_app
-from app.metrics_master import ENVIRONMENT_VARIABLE as METRICS_DIR_VARIABLE
-from app.settings import BUDGET, VARIABLES
 from harness.stack import free_port  # noqa: F401 - the unit tests' too
+from serving import settings
+from serving.metrics_master import ENVIRONMENT_VARIABLE as METRICS_DIR_VARIABLE
+from serving.middleware import wrap
+from serving.settings import BUDGET, VARIABLES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +45,7 @@ _APP_VARIABLES = {
     METRICS_DIR_VARIABLE,
     METRICS_DIR_VARIABLE.lower(),
     *(variable.name for variable in (*VARIABLES, *BUDGET)),
+    *(setting.name for setting in config.VARIABLES),
 }
 _APP_PREFIXES = ("GUNICORN_", "FLASK_")
 
@@ -55,8 +60,8 @@ START_TIMEOUT = 20.0
 def app(monkeypatch):
     """A fresh app per test, so a test can register throwaway routes; the
     settings are the defaults, whatever the developer's shell exports."""
-    for variable in VARIABLES:
-        monkeypatch.delenv(variable.name, raising=False)
+    for name in (*(v.name for v in VARIABLES), *(s.name for s in config.VARIABLES)):
+        monkeypatch.delenv(name, raising=False)
     # No metrics in-process: they are the real gunicorn tests' (test_metrics.py).
     monkeypatch.delenv(METRICS_DIR_VARIABLE, raising=False)
     application = create_app()
@@ -66,7 +71,20 @@ def app(monkeypatch):
 
 @pytest.fixture
 def client(app):
+    """Flask's test client: the app alone, as a fork's own tests see it."""
     return app.test_client()
+
+
+@pytest.fixture
+def served(app):
+    """served(**env) -> a test client of `app` as gunicorn serves it: inside
+    the server's middleware (ProxyFix, the request id, the draining gate),
+    with the server's settings read from `env` alone."""
+
+    def make(**env: str) -> Client:
+        return Client(wrap(app, settings.load(env, cpus=1)))
+
+    return make
 
 
 # --- subprocess helpers ------------------------------------------------------
@@ -216,7 +234,7 @@ def env_factory(tmp_path):
 @pytest.fixture
 def gunicorn(tmp_path, env_factory):
     """gunicorn(*args, **env) -> context manager that really runs
-    `gunicorn -c python:app.gunicorn_conf [ARGS]` on 127.0.0.1 with a free
+    `gunicorn -c python:serving.gunicorn_conf [ARGS]` on 127.0.0.1 with a free
     port and a control socket in tmp_path (the config's /tmp/gunicorn.ctl
     would collide with any other gunicorn). Metrics go to a free METRICS_PORT
     from tmp_path/metrics unless `env` says otherwise. Yields a GunicornRun."""
@@ -232,7 +250,7 @@ def gunicorn(tmp_path, env_factory):
             "-m",
             "gunicorn",
             "-c",
-            "python:app.gunicorn_conf",
+            "python:serving.gunicorn_conf",
             "--bind",
             f"127.0.0.1:{port}",
             "--control-socket",

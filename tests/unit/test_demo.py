@@ -199,8 +199,8 @@ def test_upload_over_the_limit_is_413_json(client):
 # --- /client ------------------------------------------------------------------
 
 
-def test_client_reports_what_proxyfix_sees(client):
-    response = client.get(
+def test_client_reports_what_proxyfix_sees(served):
+    response = served().get(
         "/client",
         headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "example.com"},
         environ_base={"REMOTE_ADDR": "172.18.0.5"},
@@ -209,9 +209,8 @@ def test_client_reports_what_proxyfix_sees(client):
 
 
 @pytest.mark.parametrize(("hops", "expected"), [("1", "198.51.100.2"), ("2", "203.0.113.9")])
-def test_client_trusts_exactly_trusted_proxy_hops(app, monkeypatch, hops, expected):
-    monkeypatch.setenv("TRUSTED_PROXY_HOPS", hops)
-    client = create_app().test_client()
+def test_client_trusts_exactly_trusted_proxy_hops(served, hops, expected):
+    client = served(TRUSTED_PROXY_HOPS=hops)
     headers = {"X-Forwarded-For": "6.6.6.6, 203.0.113.9, 198.51.100.2", "X-Forwarded-Proto": "http, https, http"}
     body = assert_json(client.get("/client", headers=headers, environ_base={"REMOTE_ADDR": "172.18.0.5"}))
     assert body["remote_addr"] == expected

@@ -45,7 +45,7 @@ def test_refused_is_a_runtime_error():
 
 def test_module_refuses_without_app_env(helpers, env_factory):
     port = helpers.free_port()
-    result = helpers.run_python(["-m", "app.devserver", "--port", str(port)], env_factory(), timeout=20)
+    result = helpers.run_python(["-m", "serving.devserver", "--port", str(port)], env_factory(), timeout=20)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "refusing" in result.stderr
     assert "development server" in result.stderr
@@ -56,7 +56,7 @@ def test_module_refuses_without_app_env(helpers, env_factory):
 
 def test_module_serves_in_development(helpers, env_factory, tmp_path):
     port = helpers.free_port()
-    args = ["-m", "app.devserver", "--port", str(port), "--no-threaded"]
+    args = ["-m", "serving.devserver", "--port", str(port), "--no-threaded"]
     with helpers.serving(args, env_factory(APP_ENV="development"), tmp_path / "devserver.log", port) as (
         proc,
         body,

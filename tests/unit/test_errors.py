@@ -99,7 +99,9 @@ NGINX = "172.18.0.5"  # the peer gunicorn sees: nginx
 
 
 @pytest.fixture
-def echo_client(app):
+def echo_client(app, served):
+    """The app as gunicorn serves it: ProxyFix is the server's (serving/middleware.py)."""
+
     @app.get("/_test/echo")
     def echo():
         return jsonify(
@@ -109,7 +111,7 @@ def echo_client(app):
             url=request.url,
         )
 
-    return app.test_client()
+    return served()
 
 
 def echo(client, headers=None) -> dict:

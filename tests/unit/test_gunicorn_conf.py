@@ -1,4 +1,4 @@
-"""app.gunicorn_conf, loaded by gunicorn's own machinery, and a real gunicorn.
+"""serving.gunicorn_conf, loaded by gunicorn's own machinery, and a real gunicorn.
 
 Every case runs in a subprocess: the config module reads the environment at
 import time, and gunicorn's Config reads sys.argv and GUNICORN_CMD_ARGS.
@@ -18,15 +18,15 @@ from tests.concurrency import fire, max_overlap, rounds
 
 pytestmark = pytest.mark.unit
 
-#: Loads the configuration exactly as `gunicorn -c python:app.gunicorn_conf
+#: Loads the configuration exactly as `gunicorn -c python:serving.gunicorn_conf
 #: [ARGS]` does, without starting the arbiter, and prints what it parsed.
 LOAD_CONFIG = r"""
 import json, sys
 extra = json.loads(sys.argv[1])
-sys.argv = ["gunicorn", "-c", "python:app.gunicorn_conf", *extra]
+sys.argv = ["gunicorn", "-c", "python:serving.gunicorn_conf", *extra]
 from gunicorn.app.wsgiapp import WSGIApplication
 cfg = WSGIApplication().cfg
-import app.gunicorn_conf as conf
+import serving.gunicorn_conf as conf
 names = [
     "workers", "threads", "worker_connections", "timeout", "graceful_timeout", "keepalive",
     "max_requests", "max_requests_jitter", "bind", "forwarded_allow_ips", "worker_tmp_dir",
@@ -78,8 +78,8 @@ def config_error(helpers, env_factory):
 def test_gevent_config(load_config):
     out = load_config(WORKER_CLASS="gevent", WEB_CONCURRENCY="3")
     cfg = out["cfg"]
-    # gevent, counting requests in progress, not connections (app/gevent_worker.py).
-    assert out["worker_class_str"] == "app.gevent_worker.BalancedGeventWorker"
+    # gevent, counting requests in progress, not connections (serving/gevent_worker.py).
+    assert out["worker_class_str"] == "serving.gevent_worker.BalancedGeventWorker"
     assert cfg["workers"] == 3
     assert cfg["threads"] == 1
     assert cfg["worker_connections"] == 1000
@@ -94,7 +94,7 @@ def test_gevent_config(load_config):
     assert cfg["accesslog"] is None
     assert cfg["errorlog"] == "-"
     assert cfg["proc_name"] == "flask-concurrency"
-    assert cfg["wsgi_app"] == "app.wsgi:application"
+    assert cfg["wsgi_app"] == "serving.wsgi:application"
     assert out["hooks"] == {"on_starting": True, "worker_abort": True}
     effective = out["effective"]
     assert effective["worker_class"] == "gevent"
@@ -115,8 +115,8 @@ def test_defaults_size_workers_from_available_cpus(load_config):
 
 def test_gthread_config(load_config):
     out = load_config(WORKER_CLASS="gthread", WEB_CONCURRENCY="2", GUNICORN_THREADS="3")
-    # gthread, taking a connection only while a thread is free (app/gthread_worker.py).
-    assert out["worker_class_str"] == "app.gthread_worker.BalancedThreadWorker"
+    # gthread, taking a connection only while a thread is free (serving/gthread_worker.py).
+    assert out["worker_class_str"] == "serving.gthread_worker.BalancedThreadWorker"
     assert (out["effective"]["worker_class"], out["effective"]["worker"]) == ("gthread", out["worker_class_str"])
     assert (out["cfg"]["workers"], out["cfg"]["threads"]) == (2, 3)
     assert out["effective"]["max_concurrent_requests"] == 6
@@ -209,7 +209,7 @@ def test_out_of_range_workers_is_one_line_and_status_2(config_error):
     # Only values int() accepts: gunicorn itself evaluates
     # int(os.environ["WEB_CONCURRENCY"]) when gunicorn.config is imported, so
     # WEB_CONCURRENCY=abc dies with gunicorn's own ValueError traceback before
-    # app.gunicorn_conf is read (see test_settings.py for the app's check).
+    # serving.gunicorn_conf is read (see test_settings.py for the app's check).
     line = config_error(WEB_CONCURRENCY="0")
     assert line.startswith("configuration error: WEB_CONCURRENCY='0' is out of range: ")
 
@@ -223,7 +223,7 @@ def test_gunicorn_cli_refuses_invalid_config(helpers, env_factory):
     # The real command line, not only WSGIApplication(): exit 2 before binding.
     port = helpers.free_port()
     result = helpers.run_python(
-        ["-m", "gunicorn", "-c", "python:app.gunicorn_conf", "--bind", f"127.0.0.1:{port}"],
+        ["-m", "gunicorn", "-c", "python:serving.gunicorn_conf", "--bind", f"127.0.0.1:{port}"],
         env_factory(WORKER_CLASS="tornado"),
     )
     assert result.returncode == 2, result.stderr
@@ -409,9 +409,9 @@ def test_real_gunicorn_gevent(gunicorn):
 
 WRITE_ERROR = r"""
 import json, socket, sys
-sys.argv = ["gunicorn", "-c", "python:app.gunicorn_conf"]
+sys.argv = ["gunicorn", "-c", "python:serving.gunicorn_conf"]
 from gunicorn.app.wsgiapp import WSGIApplication
-WSGIApplication().cfg  # loads app.gunicorn_conf, as gunicorn's master does
+WSGIApplication().cfg  # loads serving.gunicorn_conf, as gunicorn's master does
 from gunicorn import util
 ours, theirs = socket.socketpair()
 util.write_error(ours, 400, "Bad Request", "Invalid HTTP Header: 'CONTENT-TYPE' <script>")
@@ -443,8 +443,8 @@ def test_gunicorns_own_error_page_is_json(helpers, env_factory):
 #: In a process of its own: importing the config replaces gunicorn's error writer.
 SIGTERM_IN_A_WORKER = r"""
 import os, signal, time
-from app import lifecycle
-import app.gunicorn_conf as conf
+from serving import lifecycle
+import serving.gunicorn_conf as conf
 seen = []
 signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(lifecycle.is_draining()))
 conf.post_worker_init(worker=None)

@@ -1,7 +1,7 @@
 """deploy/kubernetes/: every overlay renders (kustomize), every object is valid
 for two Kubernetes versions (kubernetes-validate's schemas, offline), checkov
 finds nothing its skip list does not explain, and the values that must agree
-with the project are read from it: app/settings.py, the Dockerfiles,
+with the project are read from it: serving/settings.py, the Dockerfiles,
 docker-compose.yml, nginx's configuration. No cluster runs here.
 
 kustomize comes from scripts/ensure-kustomize.sh (skipped, with its reason,
@@ -26,8 +26,9 @@ import kubernetes_validate.utils
 import pytest
 import yaml
 
-from app.settings import BUDGET, VARIABLES, load
 from harness.stack import REPO
+from serving.middleware import READINESS_PATH
+from serving.settings import BUDGET, VARIABLES, load
 
 pytestmark = pytest.mark.unit
 
@@ -184,9 +185,10 @@ def test_app_ports_and_probes_are_the_apps(objects, overlay):
     assert annotations["prometheus.io/port"] == str(default("METRICS_PORT"))
     routes = health_routes()
     readiness, liveness, startup = (app[f"{kind}Probe"]["httpGet"] for kind in ("readiness", "liveness", "startup"))
-    # Readiness is the route that answers 503 while draining; liveness, the one that checks nothing.
-    assert readiness["path"] in routes and "is_draining()" in routes[readiness["path"]]
-    assert liveness["path"] in routes and "is_draining" not in routes[liveness["path"]]
+    # Readiness is the route the server answers 503 on while draining
+    # (serving/middleware.py); liveness, the one that checks nothing.
+    assert readiness["path"] in routes and readiness["path"] == READINESS_PATH
+    assert liveness["path"] in routes and "READINESS_CHECKS" not in routes[liveness["path"]]
     assert startup["path"] == liveness["path"]
     assert {readiness["port"], liveness["port"], startup["port"]} == {"http"}
 
@@ -196,7 +198,7 @@ def test_app_environment_is_the_projects_settings_and_starts(objects, overlay):
     app = container(objects[overlay], "app")
     variables = env(app)
     for name, item in variables.items():
-        assert name in SETTINGS, f"{name} is not a variable app/settings.py declares"
+        assert name in SETTINGS, f"{name} is not a variable serving/settings.py declares"
         SETTINGS[name].parse(name, item["value"])
     # The worker count follows the CPU limit: never written down.
     assert "WEB_CONCURRENCY" not in variables

@@ -1,4 +1,4 @@
-"""LOG_FORMAT against a real gunicorn (app/logs.py, app/jsonlog.py): one JSON
+"""LOG_FORMAT against a real gunicorn (serving/logs.py, serving/jsonlog.py): one JSON
 line per event from gunicorn, its access log and the app, with the fields
 nginx's access log shares; tracebacks in one field; the request id on the
 lines of its request, under threads and greenlets alike; `text` keeps
@@ -124,7 +124,7 @@ def test_text_keeps_gunicorns_plain_lines(gunicorn, helpers):
 def test_an_invalid_log_format_stops_the_start_in_one_line(helpers, env_factory):
     port = helpers.free_port()
     result = helpers.run_python(
-        ["-m", "gunicorn", "-c", "python:app.gunicorn_conf", "--bind", f"127.0.0.1:{port}"],
+        ["-m", "gunicorn", "-c", "python:serving.gunicorn_conf", "--bind", f"127.0.0.1:{port}"],
         env_factory(LOG_FORMAT="yaml"),
     )
     assert result.returncode == 2, result.stderr

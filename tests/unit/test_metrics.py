@@ -1,5 +1,5 @@
 """Prometheus metrics against a real gunicorn with two workers, for each
-worker class (app/metrics.py, app/metrics_master.py, app/metrics_server.py):
+worker class (serving/metrics.py, serving/metrics_master.py, serving/metrics_server.py):
 the scrape adds up every worker's counts; gunicorn_workers and
 gunicorn_worker_boots_total follow a worker killed with SIGKILL; the
 metrics port answers while every worker is busy; the master never imports
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import metrics_master
+from serving import metrics_master
 
 pytestmark = pytest.mark.unit
 
@@ -103,7 +103,7 @@ def cmdline(pid: int) -> str:
 def processes(run) -> tuple[list[int], int]:
     """(worker pids, the metrics server's pid) among the master's children."""
     children = run.children()
-    servers = [pid for pid in children if "app.metrics_server" in cmdline(pid)]
+    servers = [pid for pid in children if "serving.metrics_server" in cmdline(pid)]
     assert len(servers) == 1, [cmdline(pid) for pid in children]
     return [pid for pid in children if pid != servers[0]], servers[0]
 
@@ -222,7 +222,7 @@ def scrape_port_answers(port: int) -> bool:
 def test_metrics_port_zero_turns_metrics_off(gunicorn, tmp_path):
     with gunicorn(WEB_CONCURRENCY="1", METRICS_PORT="0") as run:
         assert run.get("/work/io?ms=0")[0] == 200
-        assert all("app.metrics_server" not in cmdline(pid) for pid in run.children())
+        assert all("serving.metrics_server" not in cmdline(pid) for pid in run.children())
         assert not (tmp_path / "metrics").exists()
     assert "metrics server started" not in run.log.read_text()
 
@@ -278,7 +278,7 @@ def test_the_master_never_imports_prometheus_client(gunicorn, tmp_path, helpers)
     assert run.proc.returncode == 0
     master = set(json.loads((reports / f"{run.proc.pid}.json").read_text()))
     # gunicorn imports gevent itself, to load the worker class; the patching is the worker's.
-    assert {"gunicorn.arbiter", "app.gunicorn_conf", "pythonjsonlogger", "gunicorn.workers.ggevent"} <= master
+    assert {"gunicorn.arbiter", "serving.gunicorn_conf", "pythonjsonlogger", "gunicorn.workers.ggevent"} <= master
     assert not {name for name in master if name.split(".")[0] in {"prometheus_client", "flask", "werkzeug"}}
     # The check sees what the others import: the workers and the server do import it.
     for pid in [*workers, server]:

@@ -1,6 +1,8 @@
-"""The request id (app/request_id.py): nginx's X-Request-ID kept when well
-formed, replaced when not; on the log records of its request and in every
-JSON error body; never set as a response header (nginx sets it)."""
+"""The request id (serving/request_id.py): nginx's X-Request-ID kept when well
+formed, replaced when not, before the app sees it; on the log records of its
+request and in every JSON error body; never set as a response header (nginx
+sets it). The app is served as gunicorn serves it: inside the server's
+middleware (serving/middleware.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import sys
 
 import pytest
 from flask import jsonify, request
+from werkzeug.test import Client
 
-from app import request_id
-from app.jsonlog import ENVIRON_REQUEST_ID, AccessJsonFormatter, JsonFormatter
+from serving import request_id, settings
+from serving.jsonlog import REQUEST_ID_ATOM, AccessJsonFormatter, JsonFormatter
+from serving.middleware import wrap
 
 pytestmark = pytest.mark.unit
 
@@ -23,16 +27,18 @@ log = logging.getLogger("app.test_request_id")
 
 @pytest.fixture
 def id_app(app):
+    """A client of the app as gunicorn serves it, with two routes of its own."""
+
     @app.get("/_test/id")
     def show_id():
         log.info("serving the id")
-        return jsonify(request_id=request_id.current(), environ=request.environ.get(ENVIRON_REQUEST_ID))
+        return jsonify(header=request.headers.get("X-Request-ID"), current=request_id.current())
 
     @app.get("/_test/boom")
     def boom():
         raise RuntimeError("boom-detail")
 
-    return app
+    return Client(wrap(app, settings.load({}, cpus=1)))
 
 
 def get_id(client, sent: str | None) -> str:
@@ -40,8 +46,8 @@ def get_id(client, sent: str | None) -> str:
     assert response.status_code == 200
     assert "X-Request-ID" not in response.headers  # nginx sets it, once
     body = response.get_json()
-    assert body["environ"] == body["request_id"]  # what gunicorn's access log reads
-    return body["request_id"]
+    assert body["header"] == body["current"]  # what the app reads is what the logs carry
+    return body["header"]
 
 
 @pytest.mark.parametrize(
@@ -49,7 +55,7 @@ def get_id(client, sent: str | None) -> str:
     ["abcdefgh", "x" * 128, "trace-1700000000.123_A-b", "0123456789abcdef0123456789abcdef", "........"],
 )
 def test_a_well_formed_id_is_kept(id_app, sent):
-    assert get_id(id_app.test_client(), sent) == sent
+    assert get_id(id_app, sent) == sent
 
 
 @pytest.mark.parametrize(
@@ -57,19 +63,19 @@ def test_a_well_formed_id_is_kept(id_app, sent):
     ["", "short", "abcdefg", "x" * 129, "has space!", "<script>", "abcdefgh,ijklmnop", "é" * 10, "abcd/efgh"],
 )
 def test_a_malformed_id_is_replaced(id_app, sent):
-    made = get_id(id_app.test_client(), sent)
+    made = get_id(id_app, sent)
     assert GENERATED.fullmatch(made) and made != sent
 
 
 def test_a_missing_id_is_made_and_differs_per_request(id_app):
-    client = id_app.test_client()
+    client = id_app
     first, second = get_id(client, None), get_id(client, None)
     assert GENERATED.fullmatch(first) and GENERATED.fullmatch(second)
     assert first != second
 
 
 def test_the_log_records_of_a_request_carry_its_id(id_app, caplog):
-    client = id_app.test_client()
+    client = id_app
     with caplog.at_level(logging.INFO, logger="app.test_request_id"):
         get_id(client, "first-request-id")
         made = get_id(client, "bad id")
@@ -85,7 +91,7 @@ def test_the_log_records_of_a_request_carry_its_id(id_app, caplog):
     [("/no/such/page", 404), ("/work/io?ms=abc", 400), ("/_test/boom", 500)],
 )
 def test_every_json_error_names_the_request(id_app, path, status):
-    client = id_app.test_client()
+    client = id_app
     kept = client.get(path, headers={"X-Request-ID": "error-request-1"})
     assert kept.status_code == status
     assert kept.get_json()["error"]["request_id"] == "error-request-1"
@@ -95,7 +101,7 @@ def test_every_json_error_names_the_request(id_app, path, status):
 
 
 def test_405_names_the_request_and_keeps_allow(id_app):
-    response = id_app.test_client().post("/healthz", headers={"X-Request-ID": "method-not-allowed"})
+    response = id_app.post("/healthz", headers={"X-Request-ID": "method-not-allowed"})
     assert response.status_code == 405 and "GET" in response.headers["Allow"]
     assert response.get_json()["error"] == {
         "status": 405,
@@ -107,7 +113,7 @@ def test_405_names_the_request_and_keeps_allow(id_app):
 
 def test_the_traceback_of_an_unhandled_error_is_logged_with_the_id(id_app, caplog):
     with caplog.at_level(logging.ERROR, logger="app.errors"):
-        response = id_app.test_client().get("/_test/boom", headers={"X-Request-ID": "boom-request-1"})
+        response = id_app.get("/_test/boom", headers={"X-Request-ID": "boom-request-1"})
     assert response.get_json()["error"]["request_id"] == "boom-request-1"
     (record,) = [r for r in caplog.records if r.name == "app.errors"]
     assert record.request_id == "boom-request-1"
@@ -115,12 +121,19 @@ def test_the_traceback_of_an_unhandled_error_is_logged_with_the_id(id_app, caplo
 
 
 def test_the_record_factory_is_installed_once(app):
-    from app.factory import create_app
-
+    request_id.install_log_record_factory()
     factory = logging.getLogRecordFactory()
-    create_app()
-    create_app()
+    wrap(app, settings.load({}, cpus=1))
+    request_id.install_log_record_factory()
     assert logging.getLogRecordFactory() is factory
+
+
+def test_the_app_alone_names_no_request_it_was_not_given(client):
+    """Served without the server's middleware (Flask's test client), the app
+    invents no id: the server's is the one."""
+    assert "request_id" not in client.get("/no/such/page").get_json()["error"]
+    sent = client.get("/no/such/page", headers={"X-Request-ID": "given-by-nginx"}).get_json()
+    assert sent["error"]["request_id"] == "given-by-nginx"
 
 
 # --- the JSON formatters, on records made here -------------------------------------
@@ -155,8 +168,8 @@ def test_access_formatter_reads_gunicorns_atoms():
             "U": '/a "quoted" path',
             "s": "404",
             "L": "0.012345",
-            "{x-request-id}i": "from-nginx-123",
-            f"{{{ENVIRON_REQUEST_ID}}}e": "from-the-app-1",
+            "{x-request-id}i": "as-the-client-sent-it",
+            REQUEST_ID_ATOM: "as-the-server-checked-it",
         }
     )
     record = logging.getLogger("gunicorn.access").makeRecord(
@@ -165,7 +178,4 @@ def test_access_formatter_reads_gunicorns_atoms():
     data = json.loads(AccessJsonFormatter().format(record))
     assert data["method"] == "GET" and data["path"] == '/a "quoted" path'
     assert data["status"] == 404 and data["duration"] == pytest.approx(0.012345)
-    assert data["request_id"] == "from-the-app-1"  # the app's, which its own lines carry
-    del atoms[f"{{{ENVIRON_REQUEST_ID}}}e"]  # a request gunicorn refused before the app
-    data = json.loads(AccessJsonFormatter().format(record))
-    assert data["request_id"] == "from-nginx-123"
+    assert data["request_id"] == "as-the-server-checked-it"  # the one the app's lines carry

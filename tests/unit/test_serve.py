@@ -1,27 +1,23 @@
-"""app.serve, the container's command: settings checked before gunicorn starts."""
+"""serving.serve, the container's command: the settings read once and
+checked before gunicorn starts, in the same process."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-from app import serve
-from app.settings import SettingsError
 
 pytestmark = pytest.mark.unit
 
-
-def test_gunicorn_gets_web_concurrency_resolved():
-    env = serve.gunicorn_environment({"WEB_CONCURRENCY": "", "WORKER_CLASS": "gevent"})
-    assert env["WEB_CONCURRENCY"].isdigit() and int(env["WEB_CONCURRENCY"]) >= 3
-    assert env["WORKER_CLASS"] == "gevent"
-    assert serve.gunicorn_environment({"WEB_CONCURRENCY": "7"})["WEB_CONCURRENCY"] == "7"
-
-
-def test_bad_value_raises_before_gunicorn():
-    with pytest.raises(SettingsError, match="WEB_CONCURRENCY"):
-        serve.gunicorn_environment({"WEB_CONCURRENCY": "2.5"})
+#: serve.main(), with serving.settings.load counted: each call prints a line.
+COUNTING_SERVE = """
+import sys
+from serving import serve, settings
+load = settings.load
+def counted(*args, **kwargs):
+    print("settings.load", file=sys.stderr, flush=True)
+    return load(*args, **kwargs)
+settings.load = counted
+sys.exit(serve.main())
+"""
 
 
 @pytest.mark.parametrize(
@@ -30,19 +26,31 @@ def test_bad_value_raises_before_gunicorn():
 )
 def test_bad_value_exits_2_with_one_line_naming_the_variable(helpers, env_factory, variable, value):
     # gunicorn itself would die with a ValueError traceback on WEB_CONCURRENCY=abc.
-    result = helpers.run_python(["-m", "app.serve"], env_factory(**{variable: value}))
+    result = helpers.run_python(["-m", "serving.serve"], env_factory(**{variable: value}))
     assert result.returncode == 2
     assert result.stderr.strip() == result.stderr.strip().splitlines()[0]
     assert result.stderr.startswith(f"configuration error: {variable}={value!r}")
     assert "Traceback" not in result.stderr
 
 
-def test_valid_settings_become_gunicorn(helpers, env_factory, tmp_path):
+def test_the_app_refusing_a_setting_stops_the_start_with_one_line(helpers, env_factory):
+    result = helpers.run_python(["-m", "serving.serve"], env_factory(DEMO_MAX_WORK_MS="soon", WEB_CONCURRENCY="1"))
+    assert result.returncode != 0
+    assert "configuration error: DEMO_MAX_WORK_MS='soon' is not valid" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_process_becomes_gunicorn_having_read_the_settings_once(helpers, env_factory, tmp_path):
     port = helpers.free_port()
-    env = env_factory(WORKER_CLASS="sync", WEB_CONCURRENCY="1", GUNICORN_BIND=f"127.0.0.1:{port}")
-    with helpers.serving(["-m", "app.serve"], env, tmp_path / "serve.log", port) as (proc, body):
+    env = env_factory(WORKER_CLASS="gthread", WEB_CONCURRENCY="2", GUNICORN_BIND=f"127.0.0.1:{port}", METRICS_PORT="0")
+    log = tmp_path / "serve.log"
+    with helpers.serving(["-c", COUNTING_SERVE], env, log, port) as (proc, body):
         assert body["status"] == "ok"
-        # exec: the process the container started is gunicorn itself.
-        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
-        assert b"gunicorn" in cmdline and b"python:app.gunicorn_conf" in cmdline
-        assert '"workers": 1' in (tmp_path / "serve.log").read_text()
+        # The process the container started is gunicorn's master: its
+        # children are the workers, and it logged the configuration it runs.
+        assert len(helpers.children_of(proc.pid)) == 2
+        helpers.http_get_json(f"http://127.0.0.1:{port}/readyz")
+        text = log.read_text()
+    assert '"workers": 2' in text and '"worker_class": "gthread"' in text
+    # Once, in this process: gunicorn's config and the forked workers find them.
+    assert text.count("settings.load") == 1, text

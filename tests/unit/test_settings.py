@@ -1,13 +1,15 @@
-"""app.settings: gunicorn's settings from the environment, and CPU sizing."""
+"""serving.settings: gunicorn's settings from the environment, and CPU sizing."""
 
 from __future__ import annotations
 
+import math
 import re
+import subprocess
 
 import pytest
 
-from app import settings
-from app.settings import (
+from serving import settings
+from serving.settings import (
     VARIABLES,
     SettingsError,
     available_cpus,
@@ -54,8 +56,7 @@ def test_defaults(cpus):
     assert s.accesslog is False
     assert s.log_format == "json"
     assert s.metrics_port == 9100
-    assert s.demo_endpoints is True
-    assert s.demo_max_work_ms == 1000
+    assert s.stock_workers is False
 
 
 @pytest.mark.parametrize(("worker_class", "threads"), [("sync", 1), ("gthread", 4), ("gevent", 1)])
@@ -94,8 +95,7 @@ def test_every_variable_overrides():
         "LOG_FORMAT": "text",
         "METRICS_PORT": "9200",
         "TRUSTED_PROXY_HOPS": "2",
-        "DEMO_ENDPOINTS": "false",
-        "DEMO_MAX_WORK_MS": "250",
+        "GUNICORN_STOCK_WORKERS": "true",
     }
     assert set(env) == {variable.name for variable in VARIABLES}
     s = load(env, cpus=16)
@@ -115,8 +115,7 @@ def test_every_variable_overrides():
     assert s.log_format == "text"
     assert s.metrics_port == 9200
     assert s.trusted_proxy_hops == 2
-    assert s.demo_endpoints is False
-    assert s.demo_max_work_ms == 250
+    assert s.stock_workers is True
 
 
 def test_values_are_stripped():
@@ -389,8 +388,13 @@ def test_available_cpus(limit, affinity, expected):
 
 
 def test_available_cpus_on_this_machine():
-    cpus = available_cpus()
-    assert isinstance(cpus, int) and cpus >= 1
+    # nproc counts the CPUs this process may run on (its affinity), not a
+    # cgroup quota: with no quota, the two agree; with one, ours is no more.
+    nproc = int(subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout)
+    if cgroup_cpu_limit() is None:
+        assert available_cpus() == nproc
+    else:
+        assert available_cpus() == min(nproc, math.ceil(cgroup_cpu_limit()))
 
 
 def test_workers_follow_available_cpus(monkeypatch, tmp_path):

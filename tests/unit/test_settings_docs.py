@@ -1,7 +1,8 @@
-"""app/settings.py's VARIABLES is the one place a variable, its default and
-its bounds are written. What documents or passes them must agree with it: the
-README's table, .env.example and the app's pass-through list in
-docker-compose.yml; and the base images are named once, in the Dockerfiles."""
+"""serving/settings.py's VARIABLES (the server's) and app/config.py's (the
+app's) are the one place a variable, its default and its bounds are written.
+What documents or passes them must agree with them: the README's table,
+.env.example and the app's pass-through list in docker-compose.yml; and the
+base images are named once, in the Dockerfiles."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import re
 
 import pytest
 
-from app.settings import VARIABLES
+from app import config
 from harness.stack import REPO
+from serving.settings import VARIABLES
 
 pytestmark = pytest.mark.unit
 
@@ -73,13 +75,38 @@ def test_env_example_documents_each_variable_and_its_default(variable):
     assert f"Default {default}" in entries[variable.name], (variable.name, entries[variable.name])
 
 
-def test_compose_passes_exactly_the_app_variables():
-    assert app_pass_through() == {variable.name for variable in VARIABLES if variable.compose}
+def documented_default(setting: config.Setting) -> str:
+    """How the README writes an app setting's default: `true`, `1000`."""
+    default = str(setting.default).lower() if isinstance(setting.default, bool) else str(setting.default)
+    return f"`{default}`"
+
+
+@pytest.mark.parametrize("setting", config.VARIABLES, ids=lambda s: s.name)
+def test_readme_table_says_what_the_app_config_says(setting):
+    table = readme_table()
+    assert setting.name in table, f"README.md's table has no row for {setting.name}"
+    assert table[setting.name] == (documented_default(setting), setting.meaning)
+
+
+@pytest.mark.parametrize("setting", config.VARIABLES, ids=lambda s: s.name)
+def test_env_example_documents_each_app_setting_and_its_default(setting):
+    entries = env_example()
+    assert setting.name in entries, f".env.example has no #{setting.name}= line"
+    assert f"Default {documented_default(setting).strip('`')}" in entries[setting.name]
+
+
+def test_compose_passes_exactly_the_server_and_app_variables():
+    server = {variable.name for variable in VARIABLES if variable.compose}
+    assert app_pass_through() == server | {setting.name for setting in config.VARIABLES}
+
+
+def test_server_and_app_settings_are_apart():
+    assert not {v.name for v in VARIABLES} & {s.name for s in config.VARIABLES}
 
 
 def test_every_documented_variable_is_read_somewhere():
     """No row in the README and no line in .env.example for a variable nobody reads."""
-    readers = {variable.name for variable in VARIABLES}
+    readers = {variable.name for variable in VARIABLES} | {setting.name for setting in config.VARIABLES}
     files = [REPO / "Makefile", *REPO.glob("compose.*.yml"), *REPO.glob("*/compose.yml")]
     sources = [COMPOSE, *(p.read_text() for p in files)]
     for name in set(readme_table()) | set(env_example()):

@@ -73,9 +73,10 @@ def test_readyz_names_a_check_that_raises_and_logs_it(app, client, caplog):
     assert records and records[0].exc_info is not None
 
 
-def test_readyz_answers_503_while_draining(client, monkeypatch):
-    from app import lifecycle
+def test_readyz_answers_503_while_draining(served, monkeypatch):
+    from serving import lifecycle
 
+    client = served()
     monkeypatch.setattr(lifecycle, "_draining", False)
     assert client.get("/readyz").status_code == 200
     lifecycle.begin_draining()
@@ -84,3 +85,9 @@ def test_readyz_answers_503_while_draining(client, monkeypatch):
     assert assert_json(response) == {"status": "draining"}
     # Liveness is another question: a draining worker is alive.
     assert client.get("/healthz").status_code == 200
+
+
+def test_the_server_gates_the_readiness_path_the_app_serves(app):
+    from serving.middleware import READINESS_PATH
+
+    assert READINESS_PATH in {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint == "health.readyz"}

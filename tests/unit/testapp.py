@@ -1,7 +1,8 @@
 """The app gunicorn serves in the unit tests that need more than its routes:
-`gunicorn -c python:app.gunicorn_conf tests.unit.testapp:application`. The
+`gunicorn -c python:serving.gunicorn_conf tests.unit.testapp:application`. The
 real app (app.factory.create_app), plus a route that fails, one with a
-variable in its rule, and one that logs twice around a wait."""
+variable in its rule, and one that logs twice around a wait, inside the
+server's middleware as serving/wsgi.py puts the real one."""
 
 from __future__ import annotations
 
@@ -10,27 +11,30 @@ import time
 
 from flask import jsonify, request
 
-from app import demo, request_id
+from app import demo
 from app.factory import create_app
+from serving import request_id, settings
+from serving.middleware import wrap
 
 log = logging.getLogger("tests.unit.testapp")
 
-application = create_app()
+app = create_app()
+application = wrap(app, settings.current())
 
 
-@application.get("/_test/boom")
+@app.get("/_test/boom")
 def boom():
     raise RuntimeError("boom-detail")
 
 
-@application.get("/_test/items/<int:item>")
+@app.get("/_test/items/<int:item>")
 def item(item: int):
     """Waits ?ms= (0 by default), then names the worker."""
     time.sleep(int(request.args.get("ms", "0")) / 1000)
     return jsonify(item=item, worker=demo.worker_id())
 
 
-@application.get("/_test/log/<tag>")
+@app.get("/_test/log/<tag>")
 def log_twice(tag: str):
     """Logs `tag=TAG` before and after waiting ?ms= (time.sleep: the other
     threads or greenlets run meanwhile)."""

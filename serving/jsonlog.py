@@ -1,11 +1,11 @@
-"""The JSON log formatters (python-json-logger) app/logs.py names by dotted
+"""The JSON log formatters (python-json-logger) serving/logs.py names by dotted
 string: one JSON object per event, on one line.
 
 logging.config imports this module in the gunicorn master too, and so
 python-json-logger: pure Python, with no lock or thread made at import, it is
 safe there before gevent patches. Nothing else may be imported here (no
-Flask): the request id comes as a record attribute (app/request_id.py sets it
-in the workers).
+Flask): the request id comes as a record attribute (serving/request_id.py
+sets it in the workers).
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from typing import Any
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 
-#: The fields every line has, in this order; nginx's access log shares them.
+#: The fields every line has, in this order; nginx's access log has them all
+#: but `message` (nginx/snippets/access-log.conf).
 FIELDS = ("time", "level", "logger", "message", "request_id")
 
-#: The atom gunicorn's access log has for a WSGI environ key, and the key the
-#: app stores its request id under (app/request_id.py).
-ENVIRON_REQUEST_ID = "app.request_id"
+#: The access log's atom for the request id: the X-Request-ID header as the
+#: WSGI environ holds it once serving/request_id.py has checked it (gunicorn
+#: names environ atoms by their lower-cased key).
+REQUEST_ID_ATOM = "{http_x_request_id}e"
 
 
 def iso_time(created: float) -> str:
@@ -53,8 +55,8 @@ class JsonFormatter(_BaseJsonFormatter):
 class AccessJsonFormatter(JsonFormatter):
     """gunicorn's access log: its record's args are the atoms of the request
     (gunicorn.glogging.Logger.atoms), from which come method, path, status,
-    duration (seconds) and the request id: the app's (it made one if nginx
-    sent none or a malformed one), else the X-Request-ID header."""
+    duration (seconds) and the request id (serving/request_id.py made one if
+    nginx sent none or a malformed one)."""
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         super().add_fields(log_data, record, message_dict)
@@ -65,7 +67,7 @@ class AccessJsonFormatter(JsonFormatter):
         log_data["path"] = _atom(atoms, "U")
         log_data["status"] = _number(int, _atom(atoms, "s"))
         log_data["duration"] = _number(float, _atom(atoms, "L"))
-        log_data["request_id"] = _atom(atoms, f"{{{ENVIRON_REQUEST_ID}}}e") or _atom(atoms, "{x-request-id}i")
+        log_data["request_id"] = _atom(atoms, REQUEST_ID_ATOM)
 
 
 def _atom(atoms: Mapping[str, Any], key: str) -> Any:

@@ -1,11 +1,13 @@
-"""Every setting the app container reads, in this one place.
+"""Every setting of the server that runs the app, in this one place.
 
 `VARIABLES` below is the single source of truth for each variable's name, its
-default and its bounds. The README's table, `.env.example` and the app's
-pass-through list in `docker-compose.yml` are checked against it by
+default and its bounds; the app's own settings are app/config.py's. The
+README's table, `.env.example` and the app's pass-through list in
+`docker-compose.yml` are checked against both by
 tests/unit/test_settings_docs.py. Bad values raise SettingsError with one line
 that names the variable and what it accepts, so that the container stops at
-once instead of serving with a configuration nobody asked for.
+once instead of serving with a configuration nobody asked for. A process
+reads them once (`current()`).
 
 Two values come from outside, because they are other programs' settings:
 nginx's `proxy_read_timeout` and the app's Compose `stop_grace_period`. The
@@ -263,21 +265,15 @@ VARIABLES: tuple[Variable, ...] = (
         gunicorn=False,
     ),
     Variable(
-        "DEMO_ENDPOINTS",
-        "demo_endpoints",
+        "GUNICORN_STOCK_WORKERS",
+        "stock_workers",
         _boolean,
-        True,
-        "`true`",
-        "serve the demonstration endpoints (`/work/*`, `/client`, app/demo.py); `false` in your fork",
-        gunicorn=False,
-    ),
-    Variable(
-        "DEMO_MAX_WORK_MS",
-        "demo_max_work_ms",
-        _integer(0, 59_000),
-        1000,
-        "`1000`",
-        "most milliseconds one `/work/io` or `/work/cpu` request may ask for",
+        False,
+        "`false`",
+        # The escape hatch for the day a gunicorn or gevent upgrade breaks
+        # what the project's worker classes rely on (serving/internals.py).
+        "`true`: gunicorn's own gthread and gevent classes instead of the project's balanced ones "
+        "(docs/concurrency.md)",
         gunicorn=False,
     ),
 )
@@ -321,8 +317,7 @@ class Settings:
     bind: str
     forwarded_allow_ips: str
     trusted_proxy_hops: int
-    demo_endpoints: bool
-    demo_max_work_ms: int
+    stock_workers: bool
 
     @property
     def max_concurrent_requests(self) -> int:
@@ -434,6 +429,29 @@ def load(env: Mapping[str, str] | None = None, cpus: int | None = None) -> Setti
     return Settings(**{variable.field: values[variable.field] for variable in VARIABLES})
 
 
+_current: Settings | None = None
+
+
+def current() -> Settings:
+    """This process's settings, read from its environment the first time and
+    kept: the container's command reads them, gunicorn's config and the
+    workers (forked from it) find them here, never reading them again."""
+    global _current
+    if _current is None:
+        _current = load()
+    return _current
+
+
+def read(name: str, env: Mapping[str, str] | None = None) -> object:
+    """One variable alone, checked as load() checks it, for a process that
+    needs nothing else (the health check needs only GUNICORN_BIND)."""
+    env = os.environ if env is None else env
+    (variable,) = (v for v in VARIABLES if v.name == name)
+    values: dict[str, object] = {}
+    _read((variable,), env, values)
+    return values[variable.field]
+
+
 def gunicorn_options(settings: Settings) -> dict[str, object]:
     """The settings that are gunicorn's, under gunicorn's own names and types."""
     options = {v.field: getattr(settings, v.field) for v in VARIABLES if v.gunicorn}
@@ -443,16 +461,24 @@ def gunicorn_options(settings: Settings) -> dict[str, object]:
 
 
 def main() -> int:
-    """`python -m app.settings`: check the environment and print the settings
-    gunicorn would start with, as JSON; exit 2 with the reason otherwise.
-    `make up` runs it first, so that a bad value fails fast."""
+    """`python -m serving.settings`: check the server's settings, then the
+    app's (by loading it through its WSGI entry point, as a worker does), and
+    print the settings gunicorn would start with, as JSON; exit 2 with one
+    line naming the variable otherwise. `make up` runs it first, so that a
+    bad value fails fast."""
     import json
     import sys
 
+    from gunicorn.errors import AppImportError
+
     try:
-        settings = load()
+        settings = current()
+        import serving.wsgi  # noqa: F401 - the app reads its own settings as it is made
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except AppImportError as exc:  # serving/wsgi.py: the app refused one of its settings
+        print(exc, file=sys.stderr)
         return 2
     print(json.dumps(settings.as_dict()))
     return 0

@@ -1,19 +1,18 @@
 """Werkzeug's development server, for local development only.
 
-    APP_ENV=development python -m app.devserver [--threaded|--no-threaded] [--processes N]
+    APP_ENV=development python -m serving.devserver [--threaded|--no-threaded] [--processes N]
 
-Without APP_ENV=development it refuses to start. The production image never
-runs it; the benchmark lab runs it (inside the compose network only) to
-measure the configurations the Flask docs and the seed write-ups describe:
-threaded=False, threaded=True, threaded=False with processes=3.
+It serves the app's WSGI entry point as it is, and the app refuses to be
+served this way unless APP_ENV=development (app/factory.py). The production
+image never runs it; the benchmark lab runs it (inside the compose network
+only) to measure the configurations the Flask docs and the seed write-ups
+describe: threaded=False, threaded=True, threaded=False with processes=3.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-
-from app.factory import DevServerRefused, create_app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,10 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.processes > 1 and args.threaded:
         # Werkzeug serves either a thread or a process per request, not both.
         parser.error("--processes > 1 needs --no-threaded")
-    app = create_app()
+    from app.wsgi import application
+
     try:
-        app.run(host=args.host, port=args.port, threaded=args.threaded, processes=args.processes)
-    except DevServerRefused as exc:
+        application.run(host=args.host, port=args.port, threaded=args.threaded, processes=args.processes)
+    except RuntimeError as exc:  # app/factory.py's DevServerRefused, outside development
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

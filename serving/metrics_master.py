@@ -2,10 +2,10 @@
 
 prometheus_client's multiprocess mode: each worker writes its metrics to
 files of its own (`<kind>_<pid>.db`) in PROMETHEUS_MULTIPROC_DIR, and the
-metrics server (app/metrics_server.py, a process of its own) adds them up
+metrics server (serving/metrics_server.py, a process of its own) adds them up
 when scraped. The master prepares the directory, removes a dead worker's
 live gauges, and starts and stops the metrics server. It never imports
-prometheus_client: app.gunicorn_conf imports this module in the master,
+prometheus_client: serving.gunicorn_conf imports this module in the master,
 before gevent's worker monkey-patches, and prometheus_client makes a lock
 when imported.
 """
@@ -30,7 +30,7 @@ DEFAULT_DIRECTORY = "/tmp/metrics"
 #: compares them with prometheus_client's own).
 LIVE_GAUGE_MODES = ("liveall", "livemin", "livemax", "livesum", "livemostrecent")
 
-#: The directory `python -m app.metrics_server` is run from: where `app` is.
+#: The directory `python -m serving.metrics_server` is run from: where `serving` is.
 _IMPORT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -70,12 +70,19 @@ def mark_process_dead(pid: int, path: str) -> None:
                 os.remove(file)
 
 
-def start_server() -> subprocess.Popen:
-    """`python -m app.metrics_server`, exec'd: the master imports nothing of
-    it. It inherits the environment (METRICS_PORT, PROMETHEUS_MULTIPROC_DIR,
-    LOG_FORMAT) and stderr."""
+def start_server(settings) -> subprocess.Popen:
+    """`python -m serving.metrics_server`, exec'd: the master imports nothing
+    of it. It is handed the settings it needs (it reads none itself), and
+    inherits PROMETHEUS_MULTIPROC_DIR and stderr."""
     return subprocess.Popen(
-        [sys.executable, "-m", "app.metrics_server"],
+        [
+            sys.executable,
+            "-m",
+            "serving.metrics_server",
+            f"--port={settings.metrics_port}",
+            f"--log-format={settings.log_format}",
+            f"--log-level={settings.loglevel}",
+        ],
         cwd=_IMPORT_ROOT,
         stdin=subprocess.DEVNULL,
     )

@@ -1,6 +1,6 @@
 """gunicorn's gevent worker, counting requests in progress, not connections held.
 
-WORKER_CLASS=gevent runs this class (app/gunicorn_conf.py). Stock gevent
+WORKER_CLASS=gevent runs this class (serving/gunicorn_conf.py). Stock gevent
 gives each connection a slot of `worker_connections` for its whole life, and
 stops accepting when they are all taken. Behind nginx, whose upstream
 keep-alive pool keeps connections open between requests, idle connections

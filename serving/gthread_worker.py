@@ -1,6 +1,6 @@
 """gunicorn's gthread worker, taking a new connection only while a thread is free.
 
-WORKER_CLASS=gthread runs this class (app/gunicorn_conf.py). Stock gthread
+WORKER_CLASS=gthread runs this class (serving/gunicorn_conf.py). Stock gthread
 accepts connections until it holds `worker_connections` (1000) of them and
 queues their requests on its few threads, so under a burst the worker that
 wakes first takes most of it while the others sit idle: with 2 workers of 4
@@ -34,7 +34,7 @@ tried and dropped: under sustained load every response then cost a new
 connection, and after about 20 s the fast endpoint fell from about 2,200 to
 770 requests/s.
 
-gunicorn loads the class in the master, by the name app/gunicorn_conf.py
+gunicorn loads the class in the master, by the name serving/gunicorn_conf.py
 gives it, so it imports nothing beyond gunicorn itself.
 """
 

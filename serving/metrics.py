@@ -1,11 +1,14 @@
 """The app's Prometheus metrics, recorded by each gunicorn worker.
 
 prometheus_client in multiprocess mode (PROMETHEUS_MULTIPROC_DIR, which
-app.gunicorn_conf sets): each worker writes to files of its own, and the
-metrics server (app/metrics_server.py) adds them up across the workers, the
-living and the dead, when Prometheus scrapes it. Imported in the workers only
-(after gevent's monkey-patching: prometheus_client makes a lock at import),
-and only while metrics are on (app.metrics_master.enabled).
+serving.gunicorn_conf sets): each worker writes to files of its own, and the
+metrics server (serving/metrics_server.py) adds them up across the workers,
+the living and the dead, when Prometheus scrapes it. Imported in the workers
+only (after gevent's monkey-patching: prometheus_client makes a lock at
+import), and only while metrics are on (serving.metrics_master.enabled).
+
+Requests are counted through Flask's signals, which every Flask app in the
+process sends: the app's code is not touched.
 
 Labels are bounded: `endpoint` is the URL rule (`/work/io`, `/items/<int:id>`),
 `none` for a request no rule matched, never the raw path; `method` is one of
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, Response, g, request
+from flask import Response, g, request, request_finished, request_started, request_tearing_down
 from prometheus_client import Counter, Gauge, Histogram
 
 #: 1 ms to 30 s (GUNICORN_TIMEOUT's default), finer where requests mostly are.
@@ -64,15 +67,14 @@ def worker_booted(max_concurrent_requests: int) -> None:
     MAX_CONCURRENT_REQUESTS.set(max_concurrent_requests)
 
 
-def _started() -> None:
+def _started(sender, **extra) -> None:
     IN_FLIGHT.inc()
     g.metrics_in_flight = True
     g.metrics_started = time.perf_counter()
 
 
-def _answered(response: Response) -> Response:
-    # Popped: should a later after_request function fail, Flask runs them
-    # again for the 500 it answers instead; the request counts once.
+def _answered(sender, response: Response, **extra) -> None:
+    # Popped: the request counts once, whatever sends the signal again.
     started = g.pop("metrics_started", None)
     if started is not None:
         rule = request.url_rule
@@ -80,17 +82,17 @@ def _answered(response: Response) -> Response:
         method = request.method if request.method in METHODS else "other"
         REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
         DURATION.labels(endpoint, method).observe(time.perf_counter() - started)
-    return response
 
 
-def _finished(exc: BaseException | None) -> None:
-    # Runs whatever happened before it.
+def _finished(sender, **extra) -> None:
+    # Sent whatever happened before it.
     if g.pop("metrics_in_flight", False):
         IN_FLIGHT.dec()
 
 
-def instrument(app: Flask) -> None:
-    """Count and time every request the app answers."""
-    app.before_request(_started)
-    app.after_request(_answered)
-    app.teardown_request(_finished)
+def instrument() -> None:
+    """Count and time every request the process's Flask apps answer. Once
+    is enough: connecting a receiver again changes nothing."""
+    request_started.connect(_started)
+    request_finished.connect(_answered)
+    request_tearing_down.connect(_finished)

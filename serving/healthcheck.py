@@ -1,7 +1,8 @@
 """The container's HEALTHCHECK: GET /healthz on gunicorn's own bind address.
 
-Exit 0 when the app answers 200 within the timeout, 1 otherwise. Uses the
-standard library only: the slim image has no curl.
+Exit 0 when the app answers 200 within the timeout, 1 otherwise. Reads one
+setting (GUNICORN_BIND) and uses the standard library only: it runs every
+few seconds, and the slim image has no curl.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import http.client
 import socket
 import sys
 
-from app.settings import SettingsError, load
+from serving.settings import SettingsError, read
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -36,7 +37,7 @@ def connection_for(bind: str, timeout: float) -> http.client.HTTPConnection:
 
 def main(timeout: float = 3.0) -> int:
     try:
-        bind = load(cpus=1).bind
+        bind = str(read("GUNICORN_BIND"))
     except SettingsError as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)
         return 1

@@ -1,14 +1,15 @@
-"""gunicorn's configuration: `gunicorn -c python:app.gunicorn_conf app.wsgi:application`.
+"""gunicorn's configuration: `gunicorn -c python:serving.gunicorn_conf`.
 
-Values come from app.settings (environment variables with defaults); this file
-only hands them to gunicorn and adds the hooks. An invalid variable stops the
-start here with one line naming it.
+Values come from serving.settings (environment variables with defaults, read
+once in this process); this file only hands them to gunicorn and adds the
+hooks. An invalid variable stops the start here with one line naming it.
 
 The master imports this before gevent's worker monkey-patches (the workers
 fork from it, and preload_app is off): nothing beyond the standard library
-and gunicorn may be imported here, nor by the modules it imports. The JSON
-log formatters are named by string (app/logs.py), and prometheus_client is
-imported by the workers only, in post_worker_init and by the app.
+and gunicorn may be imported here, nor by the modules it imports: settings,
+logs, lifecycle, metrics_master and internals. The JSON log
+formatters are named by string (serving/logs.py), and prometheus_client is
+imported by the workers only, in post_worker_init and by serving/middleware.py.
 """
 
 from __future__ import annotations
@@ -21,29 +22,39 @@ import traceback
 
 from gunicorn import util as gunicorn_util
 
-from app import lifecycle, logs, metrics_master
-from app.settings import SettingsError, available_cpus, gunicorn_options, load, max_concurrent_requests
+from serving import internals, lifecycle, logs, metrics_master
+from serving.settings import SettingsError, available_cpus, current, gunicorn_options, max_concurrent_requests
 
 try:
-    _settings = load()
+    _settings = current()
 except SettingsError as exc:
     # SystemExit passes through gunicorn's config loader, which would print a
     # traceback for any other exception.
     print(f"configuration error: {exc}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None
 
-wsgi_app = "app.wsgi:application"
+# The app's entry point (app/wsgi.py) inside what the server adds to it.
+wsgi_app = "serving.wsgi:application"
 # worker_class, workers, threads, timeouts, bind, ...: every setting in
-# app.settings.VARIABLES that is gunicorn's, under gunicorn's own name.
+# serving.settings.VARIABLES that is gunicorn's, under gunicorn's own name.
 _options = gunicorn_options(_settings)
 #: The class gunicorn runs for each WORKER_CLASS but sync: gunicorn's own,
 #: made to take a connection only while it can start a request on it, so a
-#: burst spreads over the workers (app/gthread_worker.py, app/gevent_worker.py).
+#: burst spreads over the workers (serving/gthread_worker.py,
+#: serving/gevent_worker.py). They stand on gunicorn's and gevent's
+#: internals (serving/internals.py); GUNICORN_STOCK_WORKERS=true runs
+#: gunicorn's own classes instead.
 WORKERS = {
-    "gthread": "app.gthread_worker.BalancedThreadWorker",
-    "gevent": "app.gevent_worker.BalancedGeventWorker",
+    "gthread": "serving.gthread_worker.BalancedThreadWorker",
+    "gevent": "serving.gevent_worker.BalancedGeventWorker",
 }
-_options["worker_class"] = WORKERS.get(_options["worker_class"], _options["worker_class"])
+if not _settings.stock_workers:
+    _broken = internals.broken(_options["worker_class"])
+    if _broken:
+        more = f" (and {len(_broken) - 1} more)" if len(_broken) > 1 else ""
+        print(f"configuration error: {_broken[0]}{more}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    _options["worker_class"] = WORKERS.get(_options["worker_class"], _options["worker_class"])
 globals().update(_options)
 errorlog = "-"
 # LOG_FORMAT: one JSON line per event (default), or gunicorn's plain lines.
@@ -64,8 +75,7 @@ worker_tmp_dir = "/dev/shm"
 control_socket = "/tmp/gunicorn.ctl"
 # Loading the app in each worker after fork keeps gevent's monkey patching
 # ahead of every import of Flask and the app (preloading would import them
-# unpatched in the master). This file imports only app.settings, which
-# needs nothing but the standard library.
+# unpatched in the master).
 preload_app = False
 proc_name = "flask-concurrency"
 # nginx refuses oversized requests first, in JSON: its buffers (8 kB a line,
@@ -108,10 +118,10 @@ def on_starting(server) -> None:
 
 
 def when_ready(server) -> None:
-    """Start the metrics server, a process of its own (app/metrics_server.py)."""
+    """Start the metrics server, a process of its own (serving/metrics_server.py)."""
     global _metrics_process
     if _metrics_dir and _metrics_process is None:
-        _metrics_process = metrics_master.start_server()
+        _metrics_process = metrics_master.start_server(_settings)
         server.log.info("metrics server started (pid %s, port %s)", _metrics_process.pid, _settings.metrics_port)
 
 
@@ -137,7 +147,7 @@ def post_worker_init(worker) -> None:
     With metrics on, the worker counts itself: live, booted once more, and
     the replica's design concurrency (as gunicorn really runs, CLI included)."""
     if _metrics_dir:
-        from app import metrics  # in the worker, after gevent's patching
+        from serving import metrics  # in the worker, after gevent's patching
 
         cfg = worker.cfg
         family = worker_family(cfg.worker_class_str)

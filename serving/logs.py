@@ -2,14 +2,14 @@
 
 LOG_FORMAT=json (the default) makes every event one JSON line: gunicorn's
 error log, its access log (GUNICORN_ACCESS_LOG), the app's loggers and the
-tracebacks of unhandled errors (in the `traceback` field). The fields nginx's
-access log shares are `time` (ISO 8601, UTC), `level`, `logger`, `message`
-and `request_id` (docs/observability.md). LOG_FORMAT=text keeps gunicorn's
-plain lines.
+tracebacks of unhandled errors (in the `traceback` field). Every line has
+`time` (ISO 8601, UTC), `level`, `logger`, `message` and `request_id`;
+nginx's access log has the same but `message` (docs/observability.md).
+LOG_FORMAT=text keeps gunicorn's plain lines.
 
-Standard library and gunicorn only: app.gunicorn_conf imports this in the
-master, before gevent's worker monkey-patches. The JSON formatters
-(app/jsonlog.py, python-json-logger) are named by dotted string, so that
+Standard library and gunicorn only: serving.gunicorn_conf imports this in
+the master, before gevent's worker monkey-patches. The JSON formatters
+(serving/jsonlog.py, python-json-logger) are named by dotted string, so that
 logging.config imports them when it builds the handlers.
 """
 
@@ -32,8 +32,8 @@ def logconfig_dict(log_format: str, loglevel: str, access_log: bool) -> dict[str
     the app's loggers (`app.*`) reach, gets the same level."""
     if log_format == "json":
         formatters = {
-            "default": {"()": "app.jsonlog.JsonFormatter"},
-            "access": {"()": "app.jsonlog.AccessJsonFormatter"},
+            "default": {"()": "serving.jsonlog.JsonFormatter"},
+            "access": {"()": "serving.jsonlog.AccessJsonFormatter"},
         }
     else:
         formatters = {
@@ -63,7 +63,7 @@ def logconfig_dict(log_format: str, loglevel: str, access_log: bool) -> dict[str
 
 def configure_standalone(log_format: str, loglevel: str) -> None:
     """The same root logger for a process gunicorn does not configure (the
-    metrics server, app/metrics_server.py)."""
+    metrics server, serving/metrics_server.py)."""
     config = logconfig_dict(log_format, loglevel, access_log=False)
     config["loggers"] = {}
     logging.config.dictConfig(config)

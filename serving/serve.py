@@ -1,0 +1,44 @@
+"""The container's command: read the settings once, then run gunicorn in
+this same process (PID 1, so it receives Docker's signals directly).
+
+    python3 -m serving.serve
+
+gunicorn parses WEB_CONCURRENCY itself when it is imported, before it reads
+its config file, and dies with a traceback on anything but an integer
+(Compose passes an unset variable as an empty string). So the settings are
+read and checked here first, the message names the variable, and gunicorn
+is imported only then, finding the normalised value. Its config
+(serving/gunicorn_conf.py) takes the settings read here instead of reading
+them again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from serving.settings import SettingsError, current
+
+#: gunicorn's command line: its config file names everything else.
+GUNICORN_ARGV = ["gunicorn", "-c", "python:serving.gunicorn_conf"]
+
+
+def main() -> int:
+    try:
+        settings = current()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    os.environ["WEB_CONCURRENCY"] = str(settings.workers)
+    sys.argv = list(GUNICORN_ARGV)
+    from gunicorn.app.wsgiapp import WSGIApplication  # reads WEB_CONCURRENCY as it is imported
+
+    server = WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]")  # parses sys.argv
+    # What gunicorn execs on USR2 (a binary upgrade), after the interpreter: this command.
+    sys.argv = ["-m", "serving.serve"]
+    server.run()
+    return 0  # gunicorn exits the process itself
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The two rooms: the app a fork owns (app/) and the server that runs it
+(serving/). Read from the imports each file writes, not from a list kept by
+hand, so that a fork's new modules are held to the same rule."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from harness.stack import REPO
+
+pytestmark = pytest.mark.unit
+
+#: The one way in: the server imports the app's WSGI entry point, nothing else.
+ENTRY_POINT = "app.wsgi"
+#: The server's own machinery, which the app never needs.
+SERVER_LIBRARIES = ("serving", "gunicorn", "gevent", "prometheus_client", "pythonjsonlogger")
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) for every import in `path`, `from X import Y` as X.Y too."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+    return found
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(f"{package}.")
+
+
+def package_files(name: str) -> list[Path]:
+    files = sorted((REPO / name).glob("**/*.py"))
+    assert files, f"no {name}/ package"
+    return files
+
+
+def test_the_app_imports_nothing_of_the_server():
+    wrong = [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for path in package_files("app")
+        for line, module in imports(path)
+        if any(within(module, library) for library in SERVER_LIBRARIES)
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_server_reaches_the_app_only_through_its_entry_point():
+    reached = {}
+    for path in package_files("serving"):
+        for _, module in imports(path):
+            if within(module, "app"):
+                reached.setdefault(path.relative_to(REPO).as_posix(), set()).add(module)
+    wrong = {
+        path: modules for path, modules in reached.items() if modules != {ENTRY_POINT, f"{ENTRY_POINT}.application"}
+    }
+    assert not wrong, f"serving/ imports more of the app than {ENTRY_POINT}.application: {wrong}"
+    # gunicorn's app and the lab's development server; nothing else knows the app's name.
+    assert set(reached) == {"serving/wsgi.py", "serving/devserver.py"}
+
+
+def test_the_rule_catches_a_stray_import(tmp_path):
+    """The check itself can fail: a line such as a fork might add is found."""
+    stray = tmp_path / "views.py"
+    stray.write_text("from serving.request_id import current\nimport gunicorn\nfrom flask import g\n")
+    found = [module for _, module in imports(stray)]
+    assert any(within(m, "serving") for m in found) and "gunicorn" in found
