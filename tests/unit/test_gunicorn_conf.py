@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -366,6 +367,75 @@ def test_real_gunicorn_gthread_serves_a_new_connection_while_kept_alive_ones_kee
                 connection.close()
     assert not failures, failures
     assert served_meanwhile, "the new connection was served only after the kept-alive ones stopped"
+
+
+def test_real_gunicorn_gthread_serves_queued_connections_before_later_kept_alive_requests(gunicorn):
+    """One worker of 2 threads, 4 kept-alive connections sending 100 ms
+    request after request, then 6 new connections at once. The 6 were
+    waiting in the listen queue before the kept-alive requests that became
+    ready after them, so they are served first: the kept-alive connections
+    get one or two more turns each meanwhile (4-8 answers seen). (With the
+    listener holding one place in the line, each new connection got one turn
+    per round of the 4 kept-alive ones: 18 kept-alive answers before the
+    last new one, and under sustained overload a fraction of the clients
+    were ever answered.)"""
+    with gunicorn(WORKER_CLASS="gthread", WEB_CONCURRENCY="1", GUNICORN_THREADS="2") as run:
+        busy = [http.client.HTTPConnection("127.0.0.1", run.port, timeout=30) for _ in range(4)]
+        stop = threading.Event()
+        answered_at: list[float] = []  # kept-alive answers, when each came
+        failures: list[BaseException] = []
+
+        def keep_busy(connection: http.client.HTTPConnection) -> None:
+            try:
+                while not stop.is_set():
+                    connection.request("GET", "/work/io?ms=100")
+                    response = connection.getresponse()
+                    response.read()
+                    assert response.status == 200 and not response.will_close
+                    answered_at.append(time.monotonic())
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+
+        def newcomer(sock: socket.socket, done: list[float]) -> None:
+            sock.sendall(b"GET /work/io?ms=100 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 200 "), reply[:100]
+            done.append(time.monotonic())
+
+        try:
+            for connection in busy:  # accepted one after the other, then kept alive
+                connection.request("GET", "/healthz")
+                connection.getresponse().read()
+            loops = [threading.Thread(target=keep_busy, args=(c,)) for c in busy]
+            for loop in loops:
+                loop.start()
+            time.sleep(0.5)
+            started = time.monotonic()
+            # Connected at once: the kernel queues them, all ready before the worker accepts one.
+            socks = [socket.create_connection(("127.0.0.1", run.port), timeout=30) for _ in range(6)]
+            done: list[float] = []
+            newcomers = [threading.Thread(target=newcomer, args=(sock, done)) for sock in socks]
+            for thread in newcomers:
+                thread.start()
+            for thread in newcomers:
+                thread.join(timeout=30)
+            stop.set()
+            for loop in loops:
+                loop.join(timeout=10)
+        finally:
+            stop.set()
+            for connection in busy:
+                connection.close()
+    assert not failures, failures
+    assert len(done) == 6, "a new connection was not answered"
+    meanwhile = sum(started < t <= max(done) for t in answered_at)
+    # The line's head when the 6 arrived: the 2 in the threads and the 2
+    # kept-alive requests already waiting (4), and a round more when the
+    # listener took its place before all 6 were queued; 12 leaves room for
+    # a slow machine and still fails the one-place design (18).
+    assert meanwhile <= 12, f"{meanwhile} kept-alive answers before the last of 6 queued connections"
 
 
 def test_real_gunicorn_gevent_counts_requests_not_idle_connections(gunicorn):
