@@ -184,6 +184,20 @@ CONFIGS: tuple[Config, ...] = (
         "listens on its own SO_REUSEPORT socket; the kernel spreads new connections over them)",
         workloads=("fast", "cpu", "mix"),
     ),
+    Config(
+        key="nginx-gthread-stock",
+        label="nginx → gunicorn gthread, stock class",
+        family="nginx+gunicorn",
+        generator="loadgen",
+        base_url="http://nginx-gthread-stock:8080",
+        app_service="gunicorn-gthread-stock",
+        front_service="nginx-gthread-stock",
+        settings="as nginx → gunicorn gthread, but with gunicorn's own gthread class (GUNICORN_STOCK_WORKERS=true): "
+        "each worker accepts every connection it can hold and queues their requests first come, first served",
+        # Where the project's class differs from it: the fast path's cost,
+        # overload (io: 500 clients on 12 threads), the balance in the mix.
+        workloads=("fast", "io", "mix"),
+    ),
     *(
         Config(
             key=f"nginx-{worker_class}-unix",

@@ -63,12 +63,14 @@ def summarize(runs: list[dict], configs: tuple[Config, ...], workloads: tuple[Wo
     return summary
 
 
-def paired_ratio(runs: list[dict], a: tuple[str, str], b: tuple[str, str]) -> dict | None:
-    """rps of a / rps of b, repetition by repetition (each pair measured
-    in the same pass of the same run), then the median and range."""
+def paired_ratio(runs: list[dict], a: tuple[str, str], b: tuple[str, str], figure: str = "rps") -> dict | None:
+    """`figure` (req/s by default) of a / of b, repetition by repetition
+    (each pair measured in the same pass of the same run), then the median
+    and range."""
     by_rep = {}
     for run in runs:
-        by_rep.setdefault(run["rep"], {})[(run["config"], run["workload"])] = run["rps"]
+        if run.get(figure) is not None:
+            by_rep.setdefault(run["rep"], {})[(run["config"], run["workload"])] = run[figure]
     ratios = [rep[a] / rep[b] for rep in by_rep.values() if a in rep and b in rep and rep[b] > 0]
     if not ratios:
         return None
@@ -147,6 +149,19 @@ def ratios(runs: list[dict], workloads: tuple[Workload, ...]) -> list[dict]:
             paired_ratio(runs, ("nginx-gthread-reuseport", workload), ("nginx-gthread", workload)),
             workload=workload,
         )
+    for workload in ("fast", "io", "mix"):
+        add(
+            "the project's gthread class vs gunicorn's own (req/s)",
+            f"{workload}",
+            paired_ratio(runs, ("nginx-gthread", workload), ("nginx-gthread-stock", workload)),
+            workload=workload,
+        )
+    add(
+        "the project's gthread class vs gunicorn's own, under sustained overload (share of clients answered)",
+        "io",
+        paired_ratio(runs, ("nginx-gthread", "io"), ("nginx-gthread-stock", "io"), figure="served_share"),
+        workload="io",
+    )
     for worker_class in ("gthread", "gevent"):
         for workload in ("fast", "io"):
             add(
@@ -221,6 +236,12 @@ def targets(ratio_list: list[dict]) -> list[dict]:
             _find(ratio_list, "vs nginx + uWSGI", f"nginx-gevent / {peer}, io"),
             1.0,
         )
+    # Its balanced bursts must not cost the clients a FIFO server would answer.
+    add(
+        "nginx → gunicorn gthread answers at least the share of clients stock gthread answers under sustained overload",
+        _find(ratio_list, "the project's gthread class vs gunicorn's own, under sustained", "io"),
+        1.0,
+    )
     # Like for like, with the same worker and thread budget, on every workload.
     for ours, peer in (("nginx-gthread", "nginx-uwsgi-threads"), ("nginx-gevent", "nginx-uwsgi-gevent")):
         for workload in ("fast", "cpu", "mix") if ours == "nginx-gevent" else ("fast", "io", "cpu", "mix"):
