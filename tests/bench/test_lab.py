@@ -4,8 +4,9 @@ errors, the development servers were reachable only inside the lab, the
 output files were written and parse, and nothing was left running (the
 HTTPS configuration's throwaway key included).
 
-Speed is not checked here: the figures of a quick run on a shared machine
-mean little. The docs' figures come from the full mode.
+The figures of a quick run on a shared machine mean little, so speed is not
+checked here, but for the quick mode's own duration against the one the
+docs state. The docs' figures come from the full mode.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ pytestmark = pytest.mark.bench
 
 #: Its own project name, so that a `make bench` running meanwhile is untouched.
 PROJECT = "flask-concurrency-bench-test"
+#: `make bench QUICK=1` takes "about 2 minutes" (docs/benchmarks/README.md,
+#: the Makefile, pyproject.toml's bench marker), the lab's image builds
+#: included, as here; half as much again for a shared 2-core machine.
+QUICK_MODE_MAX_S = 180
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +60,10 @@ def results(lab):
     return json.loads((lab["out"] / "results.json").read_text())
 
 
-def test_the_quick_mode_runs_well_under_three_minutes_of_measuring(lab, results):
-    # The lab's own clock, build included; generous, as the machine is shared.
+def test_the_quick_mode_takes_under_three_minutes(lab, results):
+    # The whole `python -m bench --quick` run, as the docs time it.
     assert results["meta"]["profile"]["quick"] is True
-    assert lab["elapsed"] < 300, f"quick mode took {lab['elapsed']:.0f} s"
+    assert lab["elapsed"] < QUICK_MODE_MAX_S, f"quick mode took {lab['elapsed']:.0f} s"
 
 
 def test_every_configuration_served_every_workload_without_errors(results):

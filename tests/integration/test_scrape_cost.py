@@ -3,11 +3,11 @@
 The metrics are served by a process of the gunicorn master's own, not by a
 worker, so a scrape takes no worker away from requests. This measures it on
 the fast endpoint: hey through nginx, alternately with and without a scraper
-that reads every replica's metrics ten times a second (fifty times
-Prometheus's rate here), side by side in one run, and prints both figures.
-Only correctness is asserted (no failed request, every scrape answered, and
-a scrape answered while every worker is busy); the figures are for reading:
-these machines are shared.
+that reads every replica's metrics as often as it can, up to ten times a
+second, side by side in one run. Asserted: no failed request, every scrape
+answered, the scraper's rate, the throughput ratio and the scrapes' times
+within bounds loose enough for a shared 2-core machine (see the constants),
+and a scrape answered while every worker is busy.
 """
 
 from __future__ import annotations
@@ -27,8 +27,32 @@ pytestmark = pytest.mark.bench
 ROUNDS = 2
 SECONDS = 5
 CLIENTS = 16
-#: Scrapes of each replica per second while scraping.
+#: Scrapes of each replica per second the scraper aims at while scraping.
 SCRAPES_PER_SECOND = 10
+
+# The bounds, from the figures measured so far (docs/observability.md: 2
+# cores shared by hey, nginx, gunicorn and the scraper; two 5 s rounds each
+# way): 1,159 req/s unscraped, 1,053 scraped (ratio 0.91); 100 scrapes, 12 ms
+# at the median, 88 ms at most.
+#
+#: Scraped over unscraped req/s, each the mean of ROUNDS runs alternated in
+#: the same run. Fast runs vary by about 15 % from one to the next
+#: (docs/benchmarks/README.md, *Limits*), so 0.91 can read as low as
+#: 0.91 x 0.85 / 1.15 = 0.67 by noise alone; 0.6 still fails a scrape that
+#: costs four times the measured 9 % (a metrics server taking most of a core).
+MIN_THROUGHPUT_RATIO = 0.6
+#: The loop's forks on two busy cores hold the scraper below its aim: the 100
+#: scrapes above are 100 / (2 rounds x 6 s x 2 replicas) = 4 per replica per
+#: second, 20 times Prometheus's rate (one scrape every 5 s). At least 1 a
+#: second (5 times Prometheus's rate), or the ratio measured too little
+#: scraping to mean anything.
+MIN_SCRAPES_PER_REPLICA_SECOND = 1.0
+#: 20 times the measured median (12 ms).
+MAX_MEDIAN_SCRAPE_S = 0.25
+#: Prometheus's scrape timeout here: its 5 s scrape_interval
+#: (monitoring/prometheus/prometheus.yml), which the timeout defaults to. A
+#: slower scrape would be a failed one (88 ms measured).
+MAX_SCRAPE_S = 5.0
 
 #: Runs in the nginx container, which shares the internal network with the
 #: replicas: reads every replica's metrics for {seconds} s, printing each time.
@@ -77,7 +101,12 @@ def scraping(stack: Stack) -> subprocess.Popen:
     )
 
 
-def test_scraping_costs_the_fast_endpoint_next_to_nothing(stack):
+def test_scraping_every_replica_costs_the_fast_endpoint_at_most_40_percent(stack):
+    """Scraped req/s at least MIN_THROUGHPUT_RATIO of unscraped, with the
+    scraper reaching every replica at least MIN_SCRAPES_PER_REPLICA_SECOND
+    and each scrape answered in time."""
+    replicas = len(stack.containers("app"))
+    assert replicas >= 2, "the cost is measured over several replicas"
     plain, scraped, scrape_seconds = [], [], []
     for _ in range(ROUNDS):
         rate, statuses = hey(stack, "/healthz")
@@ -94,17 +123,26 @@ def test_scraping_costs_the_fast_endpoint_next_to_nothing(stack):
         assert lines and "failed" not in lines, out[-500:]
         scrape_seconds += [float(x) for x in lines]
     ratio = statistics.mean(scraped) / statistics.mean(plain)
-    print(
-        f"\nGET /healthz through nginx, {CLIENTS} clients, {SECONDS} s x {ROUNDS} rounds each: "
+    per_replica_second = len(scrape_seconds) / (ROUNDS * (SECONDS + 1) * replicas)
+    median, slowest = statistics.median(scrape_seconds), max(scrape_seconds)
+    figures = (
+        f"GET /healthz through nginx, {CLIENTS} clients, {SECONDS} s x {ROUNDS} rounds each: "
         f"{statistics.mean(plain):.0f} req/s unscraped, {statistics.mean(scraped):.0f} req/s while every "
-        f"replica is scraped {SCRAPES_PER_SECOND}/s (ratio {ratio:.2f}); {len(scrape_seconds)} scrapes, "
-        f"median {statistics.median(scrape_seconds) * 1000:.1f} ms, max {max(scrape_seconds) * 1000:.1f} ms"
+        f"replica is scraped (ratio {ratio:.2f}); {len(scrape_seconds)} scrapes of {replicas} replicas, "
+        f"{per_replica_second:.1f} per replica per second, median {median * 1000:.1f} ms, "
+        f"max {slowest * 1000:.1f} ms"
     )
+    print(f"\n{figures}")
+    assert per_replica_second >= MIN_SCRAPES_PER_REPLICA_SECOND, figures
+    assert ratio >= MIN_THROUGHPUT_RATIO, figures
+    assert median < MAX_MEDIAN_SCRAPE_S, figures
+    assert slowest < MAX_SCRAPE_S, figures
 
 
 def test_a_scrape_is_answered_while_every_worker_is_busy(stack):
-    """16 x 2 s requests hold every worker of both replicas (10 in all);
-    the metrics still answer, and count them in flight."""
+    """16 x 1 s requests hold every worker of both replicas (10 in all);
+    the metrics still answer, within Prometheus's scrape timeout, and count
+    them in flight."""
     config = stack.effective_config()
     busy = subprocess.Popen(
         ["hey", "-n", str(CLIENTS), "-c", str(CLIENTS), stack.url + "/work/io?ms=1000"],
@@ -126,4 +164,6 @@ def test_a_scrape_is_answered_while_every_worker_is_busy(stack):
     finally:
         busy.communicate(timeout=60)
     print(f"\na scrape with every worker busy: {took * 1000:.0f} ms (docker exec included)")
+    # 0.3 s measured (docs/observability.md), docker exec included.
+    assert took < MAX_SCRAPE_S, f"{took:.1f} s"
     assert in_flight == config["max_concurrent_requests"], "every worker of the scraped replica was busy"
