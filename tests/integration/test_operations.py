@@ -33,6 +33,10 @@ PATH = "/work/io?ms=20"
 #: Load before and after each event: the event happens under steady traffic,
 #: and requests sent just after it count too.
 SETTLE_SECONDS = 3
+#: A SIGKILLed replica is healthy again and served by nginx within this
+#: (docs/operations.md: "healthy again in under 10 s"; Docker restarts it in
+#: about 2 s, then its health check passes).
+BACK_WITHIN_S = 10
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +141,7 @@ ORIGINAL_VIEWS = (REPO / "app" / "views.py").read_text()
 # --- gunicorn and nginx reloads ------------------------------------------------
 
 
-def test_make_reload_app_fails_no_request_and_keeps_the_restart_policy(ops, measured):
+def test_make_reload_app_fails_no_request_and_leaves_the_replicas_running(ops, measured):
     def reload_app():
         reloaded = make(ops, "reload-app")
         assert reloaded.returncode == 0, reloaded.output
@@ -145,8 +149,10 @@ def test_make_reload_app_fails_no_request_and_keeps_the_restart_policy(ops, meas
 
     result, _ = under_load(ops, measured, "make reload-app (gunicorn HUP, each replica)", reload_app)
     assert result.failed == 0, result.summary()
-    # As `docker kill --signal HUP` would not (moby/moby#41302): a crash
-    # after a reload is still restarted. The next test kills one.
+    # Running, not stopped. Whether Docker still restarts a replica after
+    # the reload (`docker kill --signal HUP` would stop that: moby/moby#41302)
+    # is not visible in `docker inspect`: the next test kills one and waits
+    # for Docker to restart it.
     for app in ops.containers("app"):
         assert inspect(app.id, "{{.State.Status}}") == "running"
 
@@ -166,13 +172,14 @@ def test_make_reload_nginx_twice_fails_no_request(ops, measured):
 # --- crashes and stops with two replicas ---------------------------------------
 
 
-def test_a_replicas_gunicorn_master_killed_fails_no_request(ops, measured):
+def test_a_replicas_gunicorn_master_killed_fails_no_request_and_is_back_within_10_s(ops, measured):
     victim = ops.containers("app")[0]
     result, back_after = under_load(
         ops, measured, "gunicorn master SIGKILLed, 2 replicas", lambda: kill_gunicorn_master(ops, victim)
     )
     assert result.failed == 0, result.summary()
     print(f"the killed replica was healthy again after {back_after:.1f} s")
+    assert back_after < BACK_WITHIN_S, f"healthy again after {back_after:.1f} s"
 
 
 def test_a_crashed_worker_is_replaced_without_failing_a_request(ops, measured):
@@ -311,7 +318,7 @@ def test_one_replica_deploys_losslessly_and_comes_back_from_a_crash(ops, measure
     # The requests in flight on the one replica may fail, answered by nginx.
     assert set(result.statuses) <= {200, 502, 503, 504}, result.summary()
     assert not result.errors, result.summary()
-    assert back_after < 10, f"healthy again after {back_after:.1f} s"
+    assert back_after < BACK_WITHIN_S, f"healthy again after {back_after:.1f} s"
     answer = ops.get("/nope-" + "x")
     assert answer.headers["Content-Type"].startswith("application/json")
 
@@ -327,7 +334,7 @@ DRAIN_PROBE = Path(__file__).with_name("drain_probe.py").read_text()
 
 
 @pytest.mark.parametrize("worker_class", ["sync", "gthread", "gevent"])
-def test_sigterm_finishes_the_request_in_flight_and_readyz_says_draining(ops, worker_class):
+def test_sigterm_finishes_the_request_in_flight_and_readyz_stops_answering_ready(ops, worker_class):
     probe = ops.compose(
         "run", "--rm", "--no-deps", "-T", "-e", f"WORKER_CLASS={worker_class}", "-e", "WEB_CONCURRENCY=1",
         "app", "python3", "-", timeout=120, input=DRAIN_PROBE,
@@ -337,6 +344,9 @@ def test_sigterm_finishes_the_request_in_flight_and_readyz_says_draining(ops, wo
     print(worker_class, seen)
     assert seen["before"] == [200, {"status": "ready", "checks": []}]
     assert seen["in_flight"]["status"] == 200, seen
+    # Its own 1 s of work (1.0 s measured in each class, docs/operations.md),
+    # not held back by the drain; 3 s leaves a loaded machine room.
+    assert seen["in_flight"]["seconds"] < 3, seen
     assert seen["exit_code"] == 0, seen
     assert seen["exited_after"] < 10, seen
     if worker_class == "gevent":

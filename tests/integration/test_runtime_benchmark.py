@@ -90,6 +90,8 @@ def test_only_the_expected_section_5_warnings(stack):
     expected = {("nginx", "5.9")} | (set() if _host_has_apparmor() else {("app", "5.2"), ("nginx", "5.2")})
     warnings = set()
     inspected = [(service, container.id) for service in ("app", "nginx") for container in stack.containers(service)]
+    # Every service inspected: no warning is also what a service with no container would give.
+    assert {service for service, _ in inspected} == {"app", "nginx"}, inspected
     for service, container_id in inspected:
         (inspect,) = json.loads(
             subprocess.run(["docker", "inspect", container_id], capture_output=True, text=True, check=True).stdout

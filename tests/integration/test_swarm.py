@@ -25,6 +25,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.swarm]
 STACK = "flask-concurrency-test-swarm"
 PATH = "/work/io?ms=20"
 ORIGINAL_VIEWS = (REPO / "app" / "views.py").read_text()
+#: Longest a scale, an update or a rollback may take (`make swarm-up`, image
+#: build included). Measured (docs/scaling.md): 17 s and 20 s to scale, 45 s
+#: for a rolling update of 2 tasks (start-first, each watched for 20 s), 32 s
+#: for a rollback; four times the slowest, for a shared 2-core machine.
+EVENT_WITHIN_S = 180
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -149,11 +154,13 @@ def test_scaling_to_four_and_back_fails_no_request(deployed):
     print(f"\nscale 2 -> 4 in {took:.0f} s: {result.summary()}")
     assert up.returncode == 0, up.output
     assert result.failed == 0, (result.summary(), nginx_errors())
+    assert took < EVENT_WITHIN_S, f"{took:.0f} s"
     assert len(tasks("app")) == 4
     result, down, took = under_load(deployed, lambda: deployed.make("swarm-up"))
     print(f"scale 4 -> 2 in {took:.0f} s: {result.summary()}")
     assert down.returncode == 0, down.output
     assert result.failed == 0, (result.summary(), nginx_errors())
+    assert took < EVENT_WITHIN_S, f"{took:.0f} s"
     assert len(tasks("app")) == 2
 
 
@@ -169,6 +176,7 @@ def test_a_rolling_update_after_an_app_change_fails_no_request(deployed):
     print(f"\nrolling update of 2 tasks in {took:.0f} s: {result.summary()}")
     assert updated.returncode == 0, updated.output
     assert result.failed == 0, (result.summary(), nginx_errors())
+    assert took < EVENT_WITHIN_S, f"{took:.0f} s"
     assert service_image("app") != before
     assert deployed.get("/").json()["release"] == "next"
 
@@ -184,6 +192,7 @@ def test_a_broken_update_rolls_back_by_itself(deployed):
     assert updated.returncode != 0
     assert "rolled back" in updated.output, updated.output
     assert result.failed == 0, (result.summary(), nginx_errors())
+    assert took < EVENT_WITHIN_S, f"{took:.0f} s"
     assert service_image("app") == before
     assert deployed.get("/").status_code == 200
 
