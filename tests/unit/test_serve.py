@@ -49,7 +49,8 @@ def test_the_process_becomes_gunicorn_having_read_the_settings_once(helpers, env
         # The process the container started is gunicorn's master: its
         # children are the workers, and it logged the configuration it runs.
         assert len(helpers.children_of(proc.pid)) == 2
-        helpers.http_get_json(f"http://127.0.0.1:{port}/readyz")
+        # A worker serves a request (the settings it reads would be counted below).
+        assert helpers.http_get_json(f"http://127.0.0.1:{port}/readyz")[0] == 200
         text = log.read_text()
     assert '"workers": 2' in text and '"worker_class": "gthread"' in text
     # Once, in this process: gunicorn's config and the forked workers find them.
