@@ -132,9 +132,11 @@ def on_exit(server) -> None:
 
 def child_exit(server, worker) -> None:
     """A worker is gone (stopped, recycled, killed): its live gauges (in
-    flight, gunicorn_workers) go with it; its counters stay, so that no count goes down."""
+    flight, gunicorn_workers) go with it; its counters and histograms are
+    retired into the archive the scrape reads, so that no count goes down
+    and the directory does not grow with every recycle."""
     if _metrics_dir:
-        metrics_master.mark_process_dead(worker.pid, _metrics_dir)
+        metrics_master.retire(worker.pid, _metrics_dir, _metrics_process)
 
 
 def post_worker_init(worker) -> None:

@@ -170,6 +170,14 @@ INTERNALS: tuple[Internal, ...] = (
     method("gunicorn.glogging.Logger.access", "self, resp, req, environ, request_time", "serving/logs.py", ALL, "kept"),
     mentions("gunicorn.glogging.Logger.setup", "self.error_log", CONF, ALL, "flushed before a timed-out worker dies"),
     mentions("gunicorn.config.Config", "def worker_class_str", CONF, ALL, "the class that runs, for the config line"),
+    # --- the master retires a dead worker's files before it forks the next one
+    mentions(
+        "gunicorn.arbiter.Arbiter.reap_workers",
+        "self.cfg.child_exit(self, worker)",
+        "serving/metrics_master.py",
+        ALL,
+        "called as each worker is reaped: its pid is not reused before",
+    ),
     # --- prometheus_client's multiprocess files (serving/metrics_master.py mirrors it without importing it)
     mentions(
         "prometheus_client.multiprocess.mark_process_dead",
@@ -177,6 +185,27 @@ INTERNALS: tuple[Internal, ...] = (
         "serving/metrics_master.py",
         METRICS,
         "a dead worker's live gauges are these files",
+    ),
+    method(
+        "prometheus_client.mmap_dict.MmapedDict.read_all_values_from_file",
+        "filename",
+        "serving/metrics_server.py",
+        METRICS,
+        "a retired file's (key, value, timestamp, position)",
+    ),
+    method(
+        "prometheus_client.mmap_dict.MmapedDict.write_value",
+        "self, key, value, timestamp",
+        "serving/metrics_server.py",
+        METRICS,
+        "the archive is written in the workers' own format",
+    ),
+    mentions(
+        "prometheus_client.multiprocess.MultiProcessCollector._read_metrics",
+        "typ = parts[0]",
+        "serving/metrics_server.py",
+        METRICS,
+        "a file's kind is its name up to the first _: counter_archive.db is a counter",
     ),
 )
 

@@ -56,7 +56,8 @@ WORKER_BOOTS = Counter(
 MAX_CONCURRENT_REQUESTS = Gauge(
     "gunicorn_max_concurrent_requests",
     "Requests this replica can work on at once, by design (workers x threads, or x greenlets under gevent).",
-    multiprocess_mode="mostrecent",
+    # Every live worker states it; a dead one's value goes with its files.
+    multiprocess_mode="livemostrecent",
 )
 
 

@@ -2,8 +2,9 @@
 worker class (serving/metrics.py, serving/metrics_master.py, serving/metrics_server.py):
 the scrape adds up every worker's counts; gunicorn_workers and
 gunicorn_worker_boots_total follow a worker killed with SIGKILL; the
-metrics port answers while every worker is busy; the master never imports
-prometheus_client (gevent)."""
+metrics port answers while every worker is busy; recycled workers' counts
+are kept exactly in an archive while the directory stays small; the master
+never imports prometheus_client (gevent)."""
 
 from __future__ import annotations
 
@@ -189,17 +190,21 @@ def test_metrics_add_up_across_workers_and_survive_a_killed_one(gunicorn, tmp_pa
         scrape_until(run.metrics_port, lambda s: s.value("flask_http_requests_in_flight") == 0)
 
         # SIGKILL one worker: gunicorn boots another; the dead one's live
-        # gauges go (child_exit), its counters stay.
+        # gauges go (child_exit), its counters are merged into the archive.
         killed = workers[0]
         os.kill(killed, signal.SIGKILL)
         after = scrape_until(
             run.metrics_port,
-            lambda s: s.value("gunicorn_worker_boots_total") == 3 and s.value("gunicorn_workers") == 2,
+            lambda s: (
+                s.value("gunicorn_worker_boots_total") == 3
+                and s.value("gunicorn_workers") == 2
+                and not list(metrics_dir.glob("retired/*.db"))
+            ),
         )
         assert after.value("flask_http_requests_total", endpoint=ITEMS) == sent
         assert after.value("gunicorn_max_concurrent_requests") == design_concurrency
-        assert not list(metrics_dir.glob(f"gauge_live*_{killed}.db"))
-        assert (metrics_dir / f"counter_{killed}.db").exists()
+        assert not list(metrics_dir.glob(f"*_{killed}.db"))
+        assert (metrics_dir / "counter_archive.db").exists()
         replaced, same_server = processes(run)
         assert killed not in replaced and len(replaced) == 2 and same_server == server
     # gunicorn's on_exit stopped the metrics server with it.
@@ -326,5 +331,88 @@ def test_reset_directory_creates_or_empties(tmp_path):
     assert target.is_dir()
     (target / "counter_1.db").write_bytes(b"x")
     (target / "keep.txt").write_text("not ours")
+    (target / "retired" / "counter_2.db").write_bytes(b"x")
     metrics_master.reset_directory(str(target))
-    assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt", "retired"]
+    assert not list((target / "retired").iterdir())
+
+
+# --- recycled workers: an archive, not a file each -------------------------------------------------
+
+
+def metrics_files(metrics_dir: Path) -> list[Path]:
+    return sorted([*metrics_dir.glob("*.db"), *metrics_dir.glob("retired/*.db")])
+
+
+def test_recycled_workers_keep_every_count_in_an_archive_and_the_directory_small(gunicorn):
+    """2 sync workers recycled every 5 requests, 300 requests (about 60
+    recycles), scraped all along: the counter ends exactly at 300, never
+    goes down on the way, and the directory holds the live workers' files
+    and the archives, not two files per recycle."""
+    with gunicorn(TEST_APP, WORKER_CLASS="sync", WEB_CONCURRENCY="2", GUNICORN_MAX_REQUESTS="5") as run:
+        scrape_until(run.metrics_port, lambda s: s.value("gunicorn_workers") == 2)  # the metrics server is up
+        seen: list[float] = []
+        largest = 0
+        done = threading.Event()
+
+        def scrape_along() -> None:
+            nonlocal largest
+            while not done.is_set():
+                value = Scrape(run.metrics_port).value("flask_http_requests_total", endpoint=ITEMS)
+                seen.append(value or 0.0)
+                largest = max(largest, len(metrics_files(run.metrics_dir)))
+                time.sleep(0.02)
+
+        scraper = threading.Thread(target=scrape_along)
+        scraper.start()
+        try:
+            for n in range(300):
+                assert run.get(f"/_test/items/{n}")[0] == 200
+        finally:
+            done.set()
+            scraper.join(timeout=10)
+        final = scrape_until(
+            run.metrics_port,
+            lambda s: (
+                s.value("flask_http_requests_total", endpoint=ITEMS) == 300
+                and not list(run.metrics_dir.glob("retired/*.db"))
+            ),
+        )
+        boots = final.value("gunicorn_worker_boots_total")
+        after = metrics_files(run.metrics_dir)
+    assert boots >= 2 + 300 // 5 - 2, f"only {boots} boots: the workers were not recycled"
+    assert final.value("flask_http_request_duration_seconds_count", endpoint=ITEMS) == 300
+    assert len(seen) > 5, "the scraper hardly ran"
+    assert all(b >= a for a, b in zip(seen, seen[1:], strict=False)), "the counter went down between scrapes"
+    # Per live worker: counter, histogram and the two live gauges' files; two archives.
+    bound = 2 * 4 + 2
+    assert len(after) <= bound, [p.name for p in after]
+    # While recycling, a few retired files wait for their merge at most.
+    assert largest <= bound + 4, largest
+    assert {p.name for p in after} >= {"counter_archive.db", "histogram_archive.db"}
+
+
+def test_merging_retired_files_adds_them_key_by_key(tmp_path):
+    """Two retired counter files and an archive become one archive whose
+    every value is their sum; the retired files are gone."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from serving.metrics_server import merge_retired
+
+    metrics_master.reset_directory(str(tmp_path))
+    key_a = mmap_key("requests", "requests_total", ["status"], ["200"], "help")
+    key_b = mmap_key("requests", "requests_total", ["status"], ["500"], "help")
+    for name, values in (
+        ("counter_archive.db", {key_a: 10.0}),
+        ("retired/counter_101.db", {key_a: 2.0, key_b: 1.0}),
+        ("retired/counter_102.db", {key_a: 3.0}),
+    ):
+        written = MmapedDict(str(tmp_path / name))
+        for key, value in values.items():
+            written.write_value(key, value, 0.0)
+        written.close()
+    assert merge_retired(str(tmp_path)) == 2
+    merged = {k: v for k, v, _, _ in MmapedDict.read_all_values_from_file(str(tmp_path / "counter_archive.db"))}
+    assert merged == {key_a: 15.0, key_b: 1.0}
+    assert not list((tmp_path / "retired").iterdir())
+    assert merge_retired(str(tmp_path)) == 0
