@@ -16,8 +16,9 @@ PULL_TIMEOUT=${PULL_TIMEOUT:-60}
 # Tags name what is inside: trixie's python3 is 3.13, forky's nginx is 1.30
 # (the nginx build checks that this still holds).
 PYTHON_STANDIN=flask-concurrency-local/python:3.13-trixie
-# r2: with envsubst (gettext-base), as the official image has.
-NGINX_STANDIN=flask-concurrency-local/nginx:1.30-forky-r2
+# r2: with envsubst (gettext-base), as the official image has. r3: with the
+# official image's entrypoint interface (scripts/nginx-standin/).
+NGINX_STANDIN=flask-concurrency-local/nginx:1.30-forky-r3
 # forky's prometheus is 3.5, its prometheus-nginx-exporter 1.5.
 PROMETHEUS_STANDIN=flask-concurrency-local/prometheus:3.5-forky
 NGINX_EXPORTER_STANDIN=flask-concurrency-local/nginx-prometheus-exporter:1.5-forky
@@ -80,7 +81,11 @@ build_python() {
 # Mirrors what nginxinc/nginx-unprivileged gives: user nginx 101:101 (written
 # by hand: forky's minimal system has no groupadd/useradd), a config that runs
 # as that user (pid and temp files in /tmp, logs to the container's
-# stdout/stderr), /etc/nginx writable by it, and an empty conf.d to fill.
+# stdout/stderr), /etc/nginx writable by it, an empty conf.d to fill, and the
+# part of its entrypoint the project uses: /docker-entrypoint.sh running the
+# hooks in /docker-entrypoint.d/, with the resolver and template steps
+# (scripts/nginx-standin/: the stand-in's own scripts, same names and
+# variables as the official ones).
 build_nginx() {
   cat >"$tmp/nginx.conf" <<'CONF'
 worker_processes  auto;
@@ -109,10 +114,12 @@ CONF
     --customize-hook="upload $tmp/nginx.conf /etc/nginx/nginx.conf" \
     --customize-hook='rm -rf "$1"/etc/nginx/sites-enabled/* "$1"/etc/nginx/conf.d/*' \
     --customize-hook='ln -sf /dev/stdout "$1/var/log/nginx/access.log"; ln -sf /dev/stderr "$1/var/log/nginx/error.log"' \
-    --customize-hook='mkdir -p "$1/var/cache/nginx"; chown -R 101:0 "$1/etc/nginx" "$1/var/cache/nginx"; chmod -R g+w "$1/etc/nginx" "$1/var/cache/nginx"'
+    --customize-hook='mkdir -p "$1/var/cache/nginx"; chown -R 101:0 "$1/etc/nginx" "$1/var/cache/nginx"; chmod -R g+w "$1/etc/nginx" "$1/var/cache/nginx"' \
+    --customize-hook="copy-in $here/nginx-standin/docker-entrypoint.sh $here/nginx-standin/docker-entrypoint.d /" \
+    --customize-hook='chown -R 0:0 "$1/docker-entrypoint.sh" "$1/docker-entrypoint.d"; chmod -R 0755 "$1/docker-entrypoint.sh" "$1/docker-entrypoint.d"'
   # No STOPSIGNAL here: Docker 20.10's import refuses it (nginx/Dockerfile sets it).
   import_rootfs "$tmp/nginx.tar" "$1" "$2" --change 'USER 101' \
-    --change 'CMD ["nginx", "-g", "daemon off;"]'
+    --change 'ENTRYPOINT ["/docker-entrypoint.sh"]' --change 'CMD ["nginx", "-g", "daemon off;"]'
 }
 
 # build_prometheus TAG OFFICIAL
