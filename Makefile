@@ -13,7 +13,7 @@ PYTHON := $(VENV)/bin/python
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m unit"`.
 PYTEST_ARGS ?=
 
-.PHONY: help up dev monitor swarm-up swarm-down certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock
+.PHONY: help images up dev monitor swarm-up swarm-down certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,8 +21,7 @@ help: ## List the targets
 up: ## Build the images, start nginx -> gunicorn -> Flask, wait until healthy
 	@# TLS_CERT_FILE and TLS_KEY_FILE, if set: both, readable, in date, matching.
 	@scripts/check-tls.sh
-	@# The product's images only: the load test's build when it first runs.
-	@$(COMPOSE) build
+	@$(MAKE) --no-print-directory images
 	@# Fails fast, naming the variable, when a setting is invalid.
 	@$(COMPOSE) run --rm --no-deps -T app python3 -m serving.settings >/dev/null
 	@$(COMPOSE) up -d --wait --wait-timeout 120 --remove-orphans
@@ -31,11 +30,19 @@ up: ## Build the images, start nginx -> gunicorn -> Flask, wait until healthy
 	  echo "HTTPS on https://$$($(COMPOSE) port nginx 8443)/ (plain HTTP redirects there)"; fi
 	@scripts/effective-config.sh
 
+# The product's images, and the load test's: built here with the base images
+# scripts/compose resolved (local stand-ins where no registry answers), so
+# that a plain `docker compose run loadtest` finds its image and builds
+# nothing. The load test is never started here.
+images:
+	@$(COMPOSE) build
+	@if [ -d loadtest ]; then $(COMPOSE) --profile loadtest build loadtest; fi
+
 # The development overlay (compose.dev.yml): app/ bind-mounted, gunicorn --reload.
 dev: export COMPOSE_FILE = docker-compose.yml:compose.dev.yml
 dev: ## Like up, but serving ./app as it is edited (gunicorn --reload; never Werkzeug's server)
 	@scripts/check-tls.sh
-	@$(COMPOSE) build
+	@$(MAKE) --no-print-directory images
 	@$(COMPOSE) run --rm --no-deps -T app python3 -m serving.settings >/dev/null
 	@$(COMPOSE) up -d --wait --wait-timeout 120 --remove-orphans
 	@echo "Serving ./app with reload on http://$$($(COMPOSE) port nginx 8080 2>/dev/null)/ (make logs follows it)"
@@ -110,7 +117,7 @@ lint: $(VENV)/.installed ## ruff, hadolint (Dockerfiles), shellcheck, gixy (ngin
 	@$(VENV)/bin/ruff format --check .
 	@files=$$(git ls-files '*Dockerfile*'); echo "==> hadolint" $$files; \
 	  $(VENV)/bin/hadolint $$files
-	@files=$$(git ls-files 'scripts/*' 'nginx/*.sh' '.ci/run' | grep -v '\.py$$'); echo "==> shellcheck" $$files; \
+	@files=$$(git ls-files 'scripts/*' 'nginx/*.sh' 'nginx/*.envsh' '.ci/run' | grep -v '\.py$$'); echo "==> shellcheck" $$files; \
 	  $(VENV)/bin/shellcheck --severity=warning --external-sources $$files
 	@VENV=$(VENV) scripts/lint-nginx.sh
 	@echo "==> check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml"

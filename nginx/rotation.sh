@@ -11,8 +11,8 @@
 #                           one out before it drains
 #   rotation reload         the same servers, config re-read (make reload-nginx:
 #                           renewed certificates, say)
-#   rotation write service  write the file and return (entrypoint.sh, before
-#                           nginx starts)
+#   rotation write service  write the file and return (at start, before
+#                           nginx: docker-entrypoint.d/25-upstream-servers.sh)
 #
 # A change is checked with `nginx -t` first (a refused one puts the previous
 # file back), applied by a graceful reload, and returns once the workers that
@@ -24,11 +24,13 @@ set -eu
 servers=/tmp/nginx/app-servers.conf
 port=8000
 # A replica that fails once is skipped for 10 s (per nginx worker), longer
-# than the resolver (nginx.conf) takes to drop a stopped one from the
-# service name (about 4 s seen). A request in flight when nginx applies such
-# a DNS change cannot be retried (its peer list changed under it): with 2 s,
-# one went to the vanished address, waited out the connect timeout and got a
-# 504; with max_fails=0 (tried once) 16 did.
+# than nginx was seen to take to drop a stopped one from the service name:
+# about 4 s (Docker drops its record, then the resolver's 2 s cache of the
+# answer expires: templates/http.conf.template, docs/operations.md). A
+# request in flight when nginx applies such a DNS change cannot be retried
+# (its peer list changed under it): with 2 s, one went to the vanished
+# address, waited out the connect timeout and got a 504; with max_fails=0
+# (tried once) 16 did.
 server_options="resolve max_fails=1 fail_timeout=10s"
 # Workers that ran the old config may take up to proxy_read_timeout to
 # finish a request; a waiter is told when they are still there after this.

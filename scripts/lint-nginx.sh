@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # gixy on the nginx config as it ships, in both of its modes: `nginx -T` in
-# the nginx image, run as Compose runs it, dumps every file nginx loads (the
-# base image's, and the templates rendered at start). As configured first
-# (plain HTTP unless TLS_* are set), then HTTPS with a throwaway certificate
-# (trustme, from the test venv).
+# the nginx image, run as Compose runs it (the command is nginx, so the
+# image's entrypoint runs its hooks and renders the templates first), dumps
+# every file nginx loads (the base image's, and those written at start). As
+# configured first (plain HTTP unless TLS_* are set), then HTTPS with a
+# throwaway certificate (trustme, from the test venv).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${VENV:-$root/.venv}
@@ -12,7 +13,7 @@ compose=$root/scripts/compose
 "$compose" --progress quiet build nginx >/dev/null
 
 echo "==> nginx -T (as configured) | gixy -"
-"$compose" --progress quiet run --rm --no-deps -T nginx -T | "$venv/bin/gixy" -
+"$compose" --progress quiet run --rm --no-deps -T nginx nginx -T -e stderr | "$venv/bin/gixy" -
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -25,4 +26,4 @@ PY
 chmod 0644 "$tmp"/*.pem
 echo "==> nginx -T (HTTPS, compose.tls.yml) | gixy -"
 TLS_CERT_FILE=$tmp/cert.pem TLS_KEY_FILE=$tmp/key.pem HTTPS_PORT=8443 \
-  "$compose" --progress quiet run --rm --no-deps -T nginx -T | "$venv/bin/gixy" -
+  "$compose" --progress quiet run --rm --no-deps -T nginx nginx -T -e stderr | "$venv/bin/gixy" -

@@ -241,7 +241,7 @@ def test_timeout_budget_is_read_from_nginx_and_compose_not_mirrored(stacks):
     nginx_config = _in_container(stack, "nginx", ["nginx", "-T", "-q", "-e", "stderr"])
     (proxy_read_timeout,) = {_duration_seconds(v) for v in _nginx_directive(nginx_config, "proxy_read_timeout")}
     (upstream_keepalive,) = {_duration_seconds(v) for v in _nginx_directive(nginx_config, "keepalive_timeout")} - {
-        15.0  # the client-side keepalive_timeout in client-limits.conf
+        15.0  # the client-side keepalive_timeout in nginx.conf
     }
     compose = stack.docker.compose.config(return_json=True)
     stop_grace = _duration_seconds(compose["services"]["app"]["stop_grace_period"])

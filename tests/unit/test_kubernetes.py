@@ -40,7 +40,10 @@ CHECKOV_VENV = REPO / ".cache" / "checkov-venv"
 
 SETTINGS = {variable.name: variable for variable in (*VARIABLES, BUDGET[0], BUDGET[1])}
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-NGINX_CONF = (REPO / "nginx" / "conf.d" / "app.conf").read_text()
+#: nginx's servers in a pod, which serves plain HTTP: every mode's, and the http mode's.
+NGINX_CONF = "".join(
+    (REPO / "nginx" / path).read_text() for path in ("conf.d/app.conf", "templates/modes/http/servers.conf.template")
+)
 HEALTH = (REPO / "app" / "health.py").read_text()
 #: Read from the pods' environment; not one of the project's settings.
 NGINX_HELPERS = {"POD_NAMESPACE"}
@@ -320,12 +323,19 @@ def pod_labels(objs: list[dict], name: str) -> dict:
 # --- nginx --------------------------------------------------------------------
 
 
+#: Set at start by the image's own hooks, not by the pod (nginx/docker-entrypoint.d/).
+NGINX_HOOK_VARIABLES = {"NGINX_LOCAL_RESOLVERS", "NGINX_SITE_MODE"}
+
+
 def nginx_template_variables() -> set[str]:
-    """What nginx/entrypoint.sh requires in its http mode (no certificate mounted: TLS ends before nginx)."""
-    sources = [*(REPO / "nginx" / "templates").iterdir(), *(REPO / "nginx" / "modes" / "http").iterdir()]
-    return {
-        name for path in sources if path.is_file() for name in re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", path.read_text())
-    }
+    """What nginx/docker-entrypoint.d/18-check-settings.sh requires in the http
+    mode (no certificate mounted: TLS ends before nginx): every template's
+    variables but the https mode's, less those the hooks set."""
+    templates = REPO / "nginx" / "templates"
+    sources = [path for path in templates.rglob("*.template") if not path.is_relative_to(templates / "modes" / "https")]
+    used = {name for path in sources for name in re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", path.read_text())}
+    assert NGINX_HOOK_VARIABLES <= used
+    return used - NGINX_HOOK_VARIABLES
 
 
 def test_nginx_overlays_exist(objects):

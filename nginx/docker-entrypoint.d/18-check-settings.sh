@@ -1,0 +1,42 @@
+#!/bin/sh
+# Run by the official image's entrypoint before its template step
+# (20-envsubst-on-templates.sh), which would leave an unset variable's
+# ${NAME} in the config as it is, and skip every template, silently, when its
+# output directory does not exist.
+#
+# Every ${NAME} that the templates nginx reads at this start use (all but the
+# other mode's) must be set and not empty; docker-compose.yml sets each. A
+# missing one stops the start with one line naming it. Only the names
+# NGINX_ENVSUBST_FILTER admits are replaced (so nginx's own $variables stay):
+# a template's name the filter leaves out is the image's mistake, and says so.
+# Then the output directory, on the /tmp tmpfs (the root filesystem is
+# read-only).
+set -eu
+
+templates=${NGINX_ENVSUBST_TEMPLATE_DIR:-/etc/nginx/templates}
+suffix=${NGINX_ENVSUBST_TEMPLATE_SUFFIX:-.template}
+
+# shellcheck disable=SC2016 # ${NAME} as the templates write it, not this shell's
+placeholder='\${[A-Z][A-Z0-9_]*}'
+names=$(find -L "$templates" -type f -name "*$suffix" \
+          \( ! -path "$templates/modes/*" -o -path "$templates/modes/${NGINX_SITE_MODE:-}/*" \) -exec cat {} + \
+        | grep -o "$placeholder" | tr -d "\${}" | sort -u)
+
+for name in $names; do
+  eval "value=\${$name:-}"
+  if [ -z "$value" ]; then
+    case "$name" in
+      NGINX_LOCAL_RESOLVERS) why="/etc/resolv.conf names no nameserver; docs/scaling.md says how to set it" ;;
+      NGINX_SITE_MODE) why="17-site-mode.envsh sets it" ;;
+      *) why="docker-compose.yml sets it" ;;
+    esac
+    echo "configuration error: $name is not set ($why)" >&2
+    exit 2
+  fi
+  if ! awk -v name="$name" -v filter="${NGINX_ENVSUBST_FILTER:-}" 'BEGIN { exit !(name ~ filter) }'; then
+    echo "configuration error: $name is used by a template but NGINX_ENVSUBST_FILTER leaves it out (nginx/Dockerfile)" >&2
+    exit 2
+  fi
+done
+
+mkdir -p "${NGINX_ENVSUBST_OUTPUT_DIR:-/etc/nginx/conf.d}"
