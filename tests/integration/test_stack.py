@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from harness.stack import REPO, Stack, app_build_context, free_port
+from tests.nginx_walk import BASE_IMAGE_FILES, loaded_files, walk
 
 pytestmark = pytest.mark.integration
 
@@ -279,6 +280,17 @@ def test_invalid_value_stops_the_app_container_with_the_message(built_images):
             requests.get(bad.url, timeout=2)
     finally:
         bad.down()
+
+
+def test_nginx_loads_exactly_the_files_of_the_readmes_walk(stack):
+    # `nginx -T` in the running container: the files of the walk of GET /
+    # (tests/nginx_walk.py, the README's list) and the base image's
+    # mime.types, in that order. The other servers (the JSON 421 default,
+    # health, stub_status) include nothing the walk does not name.
+    nginx = stack.container("nginx")
+    loaded = loaded_files(stack.docker.container.execute(nginx, ["nginx", "-T", "-q", "-e", "stderr"]))
+    assert [path for path in loaded if path not in BASE_IMAGE_FILES] == [path for path, _ in walk("http")]
+    assert set(loaded) - {path for path, _ in walk("http")} == BASE_IMAGE_FILES
 
 
 def test_nginx_without_a_setting_stops_with_one_line_naming_it(built_images):

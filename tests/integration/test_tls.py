@@ -23,6 +23,7 @@ import trustme
 
 from harness.stack import REPO, Stack, free_port
 from tests.integration.test_edge import hostile_traffic
+from tests.nginx_walk import BASE_IMAGE_FILES, loaded_files, walk
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +56,14 @@ def tls_stack(built_images):
 
 def https_url(stack: Stack, path: str = "/") -> str:
     return f"https://localhost:{stack.env['HTTPS_PORT']}{path}"
+
+
+def test_nginx_with_a_certificate_loads_the_https_modes_files(tls_stack):
+    # The certificate mounted, the https mode's servers and tls.conf instead
+    # of the http mode's server (tests/nginx_walk.py), and nothing else.
+    nginx = tls_stack.container("nginx")
+    loaded = loaded_files(tls_stack.docker.container.execute(nginx, ["nginx", "-T", "-q", "-e", "stderr"]))
+    assert [path for path in loaded if path not in BASE_IMAGE_FILES] == [path for path, _ in walk("https")]
 
 
 def test_https_serves_verified_against_the_local_ca(tls_stack):
