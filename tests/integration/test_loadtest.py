@@ -7,14 +7,20 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
+
+from harness.stack import REPO, free_port
 
 pytestmark = pytest.mark.loadtest
 
 #: The request names of loadtest/locustfile.py's traffic mix, one per endpoint.
 MIX = ["/", "/healthz", "/readyz", "/work/io?ms=[N]", "/work/cpu?ms=[N]", "/missing/[id] (404)"]
+
+#: The load test's image (loadtest/compose.yml).
+LOADTEST_IMAGE = "flask-concurrency/loadtest:local"
 
 #: Short and light: the machine may be shared.
 SHORT = {"LOCUST_USERS": "10", "LOCUST_SPAWN_RATE": "10", "LOCUST_RUN_TIME": "12s"}
@@ -162,3 +168,44 @@ def test_a_reports_directory_it_cannot_write_costs_the_reports_not_the_run(loadt
     assert "Load test passed" in result.output
     assert "not writable by uid" in result.output and "make loadtest" in result.output
     assert list(reports.iterdir()) == []
+
+
+def test_the_readmes_loadtest_command_works_in_a_fresh_clone_right_after_make_up(tmp_path):
+    """`make up`, then `docker compose run --rm loadtest` exactly as the
+    README writes it, in a fresh clone and a shell that exports no base
+    image: where no registry answers, only `make up` knows the local
+    stand-ins, so it must leave the load test's image built. The image is
+    removed first, so that an earlier build cannot stand in for that."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=120)
+    (clone / "loadtest" / "reports").chmod(0o1777)  # the image's user writes there
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.endswith("_BASE_IMAGE") and not name.startswith(("COMPOSE_", "LOCUST_", "LOADTEST_"))
+    }
+    env.update(
+        COMPOSE_PROJECT_NAME="flask-concurrency-test-readme",
+        HTTP_PORT=str(free_port()),
+        LOCUST_USERS="10",
+        LOCUST_SPAWN_RATE="10",
+        LOCUST_RUN_TIME="10s",
+    )
+    subprocess.run(["docker", "image", "rm", "--force", LOADTEST_IMAGE], capture_output=True, timeout=120, check=False)
+
+    def run(*command: str, timeout: float) -> subprocess.CompletedProcess:
+        return subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+    try:
+        up = run("make", "up", timeout=900)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        loadtest = run("docker", "compose", "run", "--rm", "loadtest", timeout=300)
+        output = loadtest.stdout + loadtest.stderr
+        assert loadtest.returncode == 0, output[-3000:]
+        assert "Load test passed" in output
+        reports = clone / "loadtest" / "reports"
+        summary = json.loads(only(reports, "loadtest-*_summary.json").read_text())
+        assert summary["passed"] is True and summary["requests"] > 0
+        assert only(reports, "loadtest-*.html").stat().st_size > 10_000
+    finally:
+        run("make", "down", timeout=300)
