@@ -53,7 +53,7 @@ def app_build_context(directory: Path, image: str) -> Path:
     from it, tagged `image`."""
     for name in ("Dockerfile", ".dockerignore"):
         shutil.copy(REPO / name, directory / name)
-    for name in ("app", "requirements"):
+    for name in ("app", "serving", "requirements"):
         shutil.copytree(REPO / name, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
     overlay = directory / "app-build.yml"
     overlay.write_text(json.dumps({"services": {"app": {"build": {"context": str(directory)}, "image": image}}}))
