@@ -44,8 +44,9 @@ mapfile -t serving < <(compose ps -q --status running app)
 
 say "building the app image"
 compose build app
-say "checking its settings"
-compose run --rm --no-deps -T app python3 -m serving.settings >/dev/null
+say "checking its settings and that the app loads"
+compose run --rm --no-deps -T app python3 -m serving.settings >/dev/null \
+  || die "deploy refused: the new image does not start (above); nothing changed"
 
 # From here on, whatever happens, nginx ends up on the service name again.
 trap 'rotation service >/dev/null || true' EXIT

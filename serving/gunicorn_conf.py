@@ -79,7 +79,7 @@ control_socket = "/tmp/gunicorn.ctl"
 preload_app = False
 proc_name = "flask-concurrency"
 # nginx refuses oversized requests first, in JSON: its buffers (8 kB a line,
-# 32 kB of headers: nginx/snippets/client-limits.conf) are the bound. Left at
+# 32 kB of headers: large_client_header_buffers in nginx/nginx.conf) are the bound. Left at
 # their defaults (4094-byte line, 100 headers), gunicorn would answer some
 # requests nginx passes with an HTML 414 or 431 of its own.
 limit_request_line = 8190  # gunicorn's maximum

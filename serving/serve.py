@@ -33,10 +33,10 @@ def main() -> int:
     sys.argv = list(GUNICORN_ARGV)
     from gunicorn.app.wsgiapp import WSGIApplication  # reads WEB_CONCURRENCY as it is imported
 
-    server = WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]")  # parses sys.argv
-    # What gunicorn execs on USR2 (a binary upgrade), after the interpreter: this command.
-    sys.argv = ["-m", "serving.serve"]
-    server.run()
+    # sys.argv stays gunicorn's: a HUP reload parses it again. (A USR2
+    # binary upgrade, which re-execs the interpreter with it, is not for
+    # containers: `make deploy` replaces them.)
+    WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").run()
     return 0  # gunicorn exits the process itself
 
 

@@ -462,10 +462,11 @@ def gunicorn_options(settings: Settings) -> dict[str, object]:
 
 def main() -> int:
     """`python -m serving.settings`: check the server's settings, then the
-    app's (by loading it through its WSGI entry point, as a worker does), and
-    print the settings gunicorn would start with, as JSON; exit 2 with one
-    line naming the variable otherwise. `make up` runs it first, so that a
-    bad value fails fast."""
+    app (by loading it through its WSGI entry point, as a worker does: its
+    own settings are read as it is made), and print the settings gunicorn
+    would start with, as JSON; exit 2 with one line otherwise. `make up`,
+    `make deploy` and `make swarm-up` run it first, so that a bad value or
+    an app that cannot load fails fast, before anything running changes."""
     import json
     import sys
 
@@ -479,6 +480,9 @@ def main() -> int:
         return 2
     except AppImportError as exc:  # serving/wsgi.py: the app refused one of its settings
         print(exc, file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - whatever stops the app loading stops the start
+        print(f"the app failed to load: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(settings.as_dict()))
     return 0

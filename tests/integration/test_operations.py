@@ -136,6 +136,17 @@ def write_views(stack: Stack, source: str) -> None:
 
 
 ORIGINAL_VIEWS = (REPO / "app" / "views.py").read_text()
+#: An app that loads (the deploy's own check passes) but answers every
+#: request, its health check's included, with a 500: broken at run time.
+BROKEN_AT_RUN_TIME = (
+    ORIGINAL_VIEWS
+    + """
+
+@bp.before_app_request
+def broken():
+    raise RuntimeError("broken on purpose")
+"""
+)
 
 
 # --- gunicorn and nginx reloads ------------------------------------------------
@@ -275,7 +286,7 @@ def test_make_deploy_scales_up_and_down_failing_no_request(ops, measured):
 
 def test_a_broken_image_is_refused_and_the_old_replicas_keep_serving(ops, measured):
     before = replica_ids(ops)
-    write_views(ops, ORIGINAL_VIEWS + '\nraise RuntimeError("broken on purpose")\n')
+    write_views(ops, BROKEN_AT_RUN_TIME)
     try:
         result, deployed = under_load(ops, measured, "make deploy of a broken image", lambda: make(ops, "deploy"))
     finally:
@@ -285,6 +296,22 @@ def test_a_broken_image_is_refused_and_the_old_replicas_keep_serving(ops, measur
     assert result.failed == 0, result.summary()
     assert replica_ids(ops) == before, "the serving replicas are the same containers"
     assert "nginx sends new requests to: app:8000" in deployed.output
+
+
+def test_an_app_that_cannot_load_is_refused_before_any_replica_starts(ops):
+    before = replica_ids(ops)
+    every_container = ops.compose("ps", "-a", "-q", "app").stdout.split()
+    write_views(ops, ORIGINAL_VIEWS + '\nraise RuntimeError("broken on purpose")\n')
+    try:
+        deployed = make(ops, "deploy")
+    finally:
+        write_views(ops, ORIGINAL_VIEWS)
+    assert deployed.returncode != 0
+    assert "the app failed to load: RuntimeError: broken on purpose" in deployed.output, deployed.output
+    assert "deploy refused" in deployed.output
+    assert "Traceback" not in deployed.output
+    assert replica_ids(ops) == before
+    assert ops.compose("ps", "-a", "-q", "app").stdout.split() == every_container, "a container was started"
 
 
 def test_a_bad_setting_stops_make_deploy_naming_it_and_touches_nothing(ops):

@@ -183,7 +183,9 @@ def test_a_rolling_update_after_an_app_change_fails_no_request(deployed):
 
 def test_a_broken_update_rolls_back_by_itself(deployed):
     before = service_image("app")
-    (deployed.context / "app" / "views.py").write_text(ORIGINAL_VIEWS + '\nraise RuntimeError("broken on purpose")\n')
+    # It loads, so swarm-up's own check passes; every request, health checks included, fails.
+    broken = ORIGINAL_VIEWS + '\n\n@bp.before_app_request\ndef broken():\n    raise RuntimeError("broken on purpose")\n'
+    (deployed.context / "app" / "views.py").write_text(broken)
     try:
         result, updated, took = under_load(deployed, lambda: deployed.make("swarm-up"))
     finally:

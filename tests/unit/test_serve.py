@@ -3,6 +3,10 @@ checked before gunicorn starts, in the same process."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 
 pytestmark = pytest.mark.unit
@@ -55,3 +59,23 @@ def test_the_process_becomes_gunicorn_having_read_the_settings_once(helpers, env
     assert '"workers": 2' in text and '"worker_class": "gthread"' in text
     # Once, in this process: gunicorn's config and the forked workers find them.
     assert text.count("settings.load") == 1, text
+
+
+def test_a_hup_reload_keeps_serving_on_the_same_address(helpers, env_factory, tmp_path):
+    """`make reload-app` sends HUP to the container's command: gunicorn
+    re-reads its command line and config, starts new workers and keeps its
+    listening socket (a second bind to the default address would fail)."""
+    port = helpers.free_port()
+    env = env_factory(WORKER_CLASS="sync", WEB_CONCURRENCY="2", GUNICORN_BIND=f"127.0.0.1:{port}", METRICS_PORT="0")
+    log = tmp_path / "serve.log"
+    with helpers.serving(["-m", "serving.serve"], env, log, port) as (proc, _):
+        before = set(helpers.children_of(proc.pid))
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while not (set(helpers.children_of(proc.pid)) - before and len(helpers.children_of(proc.pid)) == 2):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert helpers.http_get_json(f"http://127.0.0.1:{port}/")[0] == 200
+        assert not set(helpers.children_of(proc.pid)) & before, "the old workers are still there"
+        assert proc.poll() is None
+    assert "Connection in use" not in log.read_text()
