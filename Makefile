@@ -13,7 +13,7 @@ PYTHON := $(VENV)/bin/python
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m unit"`.
 PYTEST_ARGS ?=
 
-.PHONY: help images up dev monitor swarm-up swarm-down certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock
+.PHONY: help images check up dev monitor swarm-up swarm-down certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,8 +22,7 @@ up: ## Build the images, start nginx -> gunicorn -> Flask, wait until healthy
 	@# TLS_CERT_FILE and TLS_KEY_FILE, if set: both, readable, in date, matching.
 	@scripts/check-tls.sh
 	@$(MAKE) --no-print-directory images
-	@# Fails fast, naming the variable, when a setting is invalid.
-	@$(COMPOSE) run --rm --no-deps -T app python3 -m serving.settings >/dev/null
+	@$(MAKE) --no-print-directory check
 	@$(COMPOSE) up -d --wait --wait-timeout 120 --remove-orphans
 	@echo "Serving on http://$$($(COMPOSE) port nginx 8080 2>/dev/null)/"
 	@if [ -n "$$($(COMPOSE) port nginx 8443 2>/dev/null)" ]; then \
@@ -38,12 +37,20 @@ images:
 	@$(COMPOSE) build
 	@if [ -d loadtest ]; then $(COMPOSE) --profile loadtest build loadtest; fi
 
+# Every setting checked in throwaway containers of the new images, before
+# anything running changes: a bad value stops the start with one line naming
+# it. The app's (and that it loads), then nginx's (its entrypoint's hooks and
+# templates, then `nginx -t`).
+check:
+	@$(COMPOSE) run --rm --no-deps -T app python3 -m serving.settings >/dev/null
+	@$(COMPOSE) run --rm --no-deps -T nginx nginx -t -q -e stderr
+
 # The development overlay (compose.dev.yml): app/ bind-mounted, gunicorn --reload.
 dev: export COMPOSE_FILE = docker-compose.yml:compose.dev.yml
 dev: ## Like up, but serving ./app as it is edited (gunicorn --reload; never Werkzeug's server)
 	@scripts/check-tls.sh
 	@$(MAKE) --no-print-directory images
-	@$(COMPOSE) run --rm --no-deps -T app python3 -m serving.settings >/dev/null
+	@$(MAKE) --no-print-directory check
 	@$(COMPOSE) up -d --wait --wait-timeout 120 --remove-orphans
 	@echo "Serving ./app with reload on http://$$($(COMPOSE) port nginx 8080 2>/dev/null)/ (make logs follows it)"
 

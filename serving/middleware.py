@@ -2,11 +2,12 @@
 applies it to the app's entry point).
 
 From the outside in:
-- ProxyFix, trusting exactly the proxies there are (TRUSTED_PROXY_HOPS; 1,
-  nginx, by default): each appends what it saw, so the value N from the
-  right is the outermost proxy's, and whatever a client wrote itself sits
-  further left. Trusting more hops than there are would let a client forge
-  its address or scheme.
+- ProxyFix, trusting nginx alone, one hop: nginx has already decided who
+  the client is (trusting only the proxies named in TRUSTED_PROXY_ADDRESSES
+  in front of it) and says so in the last value of X-Forwarded-For, and in
+  X-Forwarded-Proto and -Host. Trusting more hops would let a client that
+  reaches nginx directly choose its address by writing the values further
+  left.
 - the request id (serving/request_id.py);
 - while this worker drains, /readyz answers 503 before the app is asked;
 - metrics, while they are on (serving/metrics.py, through Flask's signals:
@@ -51,5 +52,4 @@ def wrap(app, settings: Settings):
         from serving import metrics  # prometheus_client: only where its directory is ready
 
         metrics.instrument()
-    hops = settings.trusted_proxy_hops
-    return ProxyFix(request_id.RequestIdMiddleware(DrainingGate(app)), x_for=hops, x_proto=hops, x_host=hops)
+    return ProxyFix(request_id.RequestIdMiddleware(DrainingGate(app)), x_for=1, x_proto=1, x_host=1)

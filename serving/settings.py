@@ -253,16 +253,8 @@ VARIABLES: tuple[Variable, ...] = (
         _text,
         "127.0.0.1,::1",
         "`127.0.0.1,::1`",
-        "addresses gunicorn trusts for `X-Forwarded-Proto` (the app trusts nginx through ProxyFix)",
-    ),
-    Variable(
-        "TRUSTED_PROXY_HOPS",
-        "trusted_proxy_hops",
-        _integer(1, 5),
-        1,
-        "`1`",
-        "proxies in front of the app whose X-Forwarded-* it trusts: 1 is nginx; 2 adds a TLS-terminating load balancer",
-        gunicorn=False,
+        "addresses gunicorn itself trusts for `X-Forwarded-Proto`: none but loopback, since ProxyFix applies "
+        "nginx's (docs/tls.md)",
     ),
     Variable(
         "GUNICORN_STOCK_WORKERS",
@@ -316,7 +308,6 @@ class Settings:
     metrics_port: int
     bind: str
     forwarded_allow_ips: str
-    trusted_proxy_hops: int
     stock_workers: bool
 
     @property

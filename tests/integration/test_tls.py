@@ -2,8 +2,8 @@
 certificate: verified TLS, HTTP/2 by ALPN, 308 from plain HTTP, HSTS, the
 scheme the app sees, old protocols and weak ciphers refused, a scanner with
 nothing HIGH, the hostile-request fuzzer over TLS; and a bad certificate
-stopping the start before anything runs. Also TRUSTED_PROXY_HOPS, for TLS
-terminated in front of nginx."""
+stopping the start before anything runs. TLS terminated in front of nginx,
+by a real proxy named in TRUSTED_PROXY_ADDRESSES: test_trusted_proxies.py."""
 
 from __future__ import annotations
 
@@ -264,29 +264,7 @@ def test_a_good_pair_passes_the_check(bad_certs):
     assert result.returncode == 0, result.stderr
 
 
-# --- TLS terminated in front of nginx ---------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def behind_a_proxy(built_images):
-    stack = Stack("two-hops", TRUSTED_PROXY_HOPS="2")
-    try:
-        yield stack.up()
-    finally:
-        stack.down()
-
-
-def test_two_hops_trust_the_proxy_in_front_and_still_not_the_client(behind_a_proxy):
-    # As a load balancer that terminated TLS sends it: the client it saw
-    # appended to X-Forwarded-For, its scheme appended to -Proto. Whatever the
-    # client itself wrote sits further left, and is ignored.
-    headers = {"X-Forwarded-For": "6.6.6.6, 203.0.113.9", "X-Forwarded-Proto": "http, https"}
-    client = behind_a_proxy.get("/client", headers=headers).json()
-    assert client["remote_addr"] == "203.0.113.9"
-    assert client["scheme"] == "https"
-    # nginx limits and logs the same client.
-    time.sleep(1.5)  # the access log is flushed every second
-    assert '"remote_addr":"203.0.113.9"' in behind_a_proxy.logs("nginx")
+# --- no proxy in front (TLS terminated in front: test_trusted_proxies.py) --------------
 
 
 def test_one_hop_ignores_every_forwarded_header_from_the_client(stack):

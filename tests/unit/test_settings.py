@@ -94,7 +94,6 @@ def test_every_variable_overrides():
         "GUNICORN_ACCESS_LOG": "true",
         "LOG_FORMAT": "text",
         "METRICS_PORT": "9200",
-        "TRUSTED_PROXY_HOPS": "2",
         "GUNICORN_STOCK_WORKERS": "true",
     }
     assert set(env) == {variable.name for variable in VARIABLES}
@@ -114,7 +113,6 @@ def test_every_variable_overrides():
     assert s.accesslog is True
     assert s.log_format == "text"
     assert s.metrics_port == 9200
-    assert s.trusted_proxy_hops == 2
     assert s.stock_workers is True
 
 

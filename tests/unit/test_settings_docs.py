@@ -148,10 +148,12 @@ def test_base_images_are_named_once_and_the_docs_agree(arg):
         assert official not in path.read_text(), f"{path.name} names {official}: the Dockerfile's default is the one"
 
 
-def test_nginx_trusts_as_many_proxy_hops_as_the_app_by_default():
-    # nginx needs its own default in the compose file; it must be the app's.
-    (hops,) = [v for v in VARIABLES if v.name == "TRUSTED_PROXY_HOPS"]
-    assert compose_default("TRUSTED_PROXY_HOPS") == str(hops.default)
+def test_nginx_trusts_no_proxy_in_front_by_default():
+    # nginx alone reads them (the app trusts nginx); the README says the same defaults.
+    assert compose_default("TRUSTED_PROXY_HOPS") == "1"
+    assert compose_default("TRUSTED_PROXY_ADDRESSES") == ""
+    assert readme_table()["TRUSTED_PROXY_HOPS"][0] == "`1`"
+    assert readme_table()["TRUSTED_PROXY_ADDRESSES"][0] == "none"
 
 
 def test_prometheus_scrapes_the_port_the_app_serves_metrics_on():
