@@ -126,6 +126,45 @@ CATALOGUE = {
     "pipelined-50": b"".join(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n" for _ in range(50)),
 }
 
+#: The catalogue's requests that are malformed, or over nginx's limits: each
+#: must get a 4xx (nginx refuses them before the app sees them). The others
+#: are well-formed (an unknown host, a traversal nginx normalises, a method it
+#: refuses), get a 501 or 505, or leave nginx waiting for the rest.
+MALFORMED = {
+    # request lines nginx's parser refuses: 400
+    "not-http",
+    "lowercase-method",
+    "bad-version",
+    "space-in-path",
+    # RFC 9112 3.2: no Host in HTTP/1.1, two Hosts, an invalid Host: 400
+    "no-host-1.1",
+    "duplicate-host",
+    "host-with-path",
+    # a NUL, a bare CR, a space before the colon (RFC 9112 5.1), bytes that are
+    # not ASCII in the request line (site.conf.template): 400
+    "nul-in-path",
+    "nul-in-header",
+    "cr-in-header",
+    "space-before-colon",
+    "te-chunked-space",
+    "utf8-bad-path",
+    "utf8-bad-query",
+    # framing that cannot be trusted (RFC 9112 6): 400
+    "cl-and-te",
+    "duplicate-cl",
+    "negative-cl",
+    "huge-cl",
+    "te-http-1.0",
+    "chunk-size-bad",
+    "chunk-size-huge",
+    "chunk-size-negative",
+    # over the limits of nginx.conf: 414, 431, 431, 413
+    "uri-100k",
+    "header-20k",
+    "headers-5000",
+    "expect-oversized",
+}
+
 
 def mutate(rng: random.Random, request: bytes) -> bytes:
     data = bytearray(request)
@@ -202,17 +241,20 @@ def responses(answer: bytes) -> list[tuple[int, bytes, bytes]]:
     return found
 
 
-def check(name: str, answer: bytes, seconds: float, statuses: collections.Counter) -> None:
+def check(name: str, answer: bytes, seconds: float, statuses: collections.Counter) -> list[int]:
+    """Checks one answer, counts it in `statuses`; the statuses it holds
+    (none if the connection closed unanswered)."""
     assert seconds < ANSWER_WITHIN_S, (name, seconds)
     if not answer:
         statuses["closed"] += 1
-        return
+        return []
     if not answer.startswith(b"HTTP/"):
         # An HTTP/0.9 answer is a bare body: still JSON, never HTML.
         statuses["0.9 body"] += 1
         assert answer.startswith(b'{"error":'), (name, answer[:200])
-        return
-    for status, head, body in responses(answer):
+        return [json.loads(answer)["error"]["status"]]
+    found = responses(answer)
+    for status, head, body in found:
         statuses[status] += 1
         assert status < 500 or status in ALLOWED_5XX, (name, head, body[:200])
         lowered = body.lower()
@@ -222,6 +264,7 @@ def check(name: str, answer: bytes, seconds: float, statuses: collections.Counte
         if status >= 400:
             # The body says what the status line says.
             assert json.loads(body)["error"]["status"] == status, (name, head, body[:200])
+    return [status for status, _, _ in found]
 
 
 # --- stacks, one per worker class -------------------------------------------------
@@ -247,11 +290,15 @@ def gunicorn_pids(stack: Stack) -> set[str]:
 
 
 def hostile_traffic(port: int, mutations: int, tls: ssl.SSLContext | None = None) -> collections.Counter:
-    """The catalogue, then `mutations` seeded mutations, each checked; the
-    statuses seen (printed)."""
+    """The catalogue, then `mutations` seeded mutations, each checked, the
+    malformed ones of the catalogue answered with a 4xx; the statuses seen
+    (printed)."""
+    assert MALFORMED <= CATALOGUE.keys(), MALFORMED - CATALOGUE.keys()
     statuses: collections.Counter = collections.Counter()
     for name, raw in CATALOGUE.items():
-        check(name, *exchange(port, raw, tls), statuses)
+        answered = check(name, *exchange(port, raw, tls), statuses)
+        if name in MALFORMED:
+            assert answered and all(400 <= status < 500 for status in answered), (name, answered)
     catalogue = dict(statuses)
 
     rng = random.Random(FUZZ_SEED)
@@ -315,6 +362,8 @@ TOO_MANY = {
 
 
 def test_going_over_the_request_rate_gets_json_429_at_once(limited):
+    # One after another, as fast as they answer: sent at once, more than 4
+    # would meet the limit of connections per client instead of the rate's.
     statuses = collections.Counter()
     for _ in range(30):
         started = time.monotonic()
@@ -326,7 +375,7 @@ def test_going_over_the_request_rate_gets_json_429_at_once(limited):
             assert error.pop("request_id") == response.headers["X-Request-ID"]
             assert error == TOO_MANY
             assert time.monotonic() - started < 1, "a refused request must not be delayed"
-    print(f"\n30 requests at once against 5 r/s, burst 5: {dict(statuses)}")
+    print(f"\n30 requests one after another against 5 r/s, burst 5: {dict(statuses)}")
     assert statuses[429] >= 10 and statuses[200] >= 5
     assert "limiting requests, excess" in limited.logs("nginx")
 
@@ -350,7 +399,10 @@ def test_going_over_the_connections_per_client_gets_json_429(limited):
 @pytest.mark.parametrize("service", ["app", "nginx"])
 def test_every_container_has_memory_cpu_and_pids_limits(stack, service):
     # docker-bench-security 5.10 (memory), 5.11 (CPU), 5.28 (PIDs).
-    for container in stack.containers(service):
+    containers = stack.containers(service)
+    # The default stack: APP_REPLICAS (2) app replicas, one nginx.
+    assert len(containers) == {"app": 2, "nginx": 1}[service], [c.name for c in containers]
+    for container in containers:
         host_config = container.host_config
         assert host_config.memory > 0
         assert host_config.pids_limit and host_config.pids_limit > 0

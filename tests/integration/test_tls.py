@@ -109,6 +109,10 @@ def test_hsts_on_https_answers_only(tls_stack):
     for path in ("/", "/nope"):
         response = requests.get(https_url(tls_stack, path), verify=CA, timeout=10)
         assert response.headers["Strict-Transport-Security"] == "max-age=63072000"
+        # The same stack's plain HTTP answer, the redirect, has none (RFC 6797 7.2).
+        plain = tls_stack.get(path, allow_redirects=False)
+        assert plain.status_code == 308
+        assert "Strict-Transport-Security" not in plain.headers
 
 
 def test_the_app_sees_https_as_the_scheme(tls_stack):
@@ -162,6 +166,9 @@ def test_testssl_reports_nothing_high_or_worse(tls_stack, tmp_path):
     for finding in findings:
         severities[finding["severity"]] = severities.get(finding["severity"], 0) + 1
     print(f"\ntestssl.sh: {severities}")
+    # Nothing CRITICAL, and no more HIGH than the local CA's certificate accounts for.
+    assert severities.get("CRITICAL", 0) == 0, severities
+    assert severities.get("HIGH", 0) <= len(LOCAL_CA_FINDINGS), severities
     assert not [f for f in findings if f["severity"] == "FATAL"], findings
     serious = [f for f in findings if f["severity"] in ("HIGH", "CRITICAL") and f["id"] not in LOCAL_CA_FINDINGS]
     assert serious == [], serious
@@ -171,6 +178,8 @@ def test_testssl_reports_nothing_high_or_worse(tls_stack, tmp_path):
 
 
 def test_the_hostile_catalogue_over_tls_gets_json_4xx(tls_stack):
+    # hostile_traffic asserts a JSON 4xx for each of the catalogue's malformed
+    # requests (test_edge.MALFORMED), and no 5xx but a JSON 501 or 505 for any.
     context = ssl.create_default_context(cafile=CA)
     hostile_traffic(int(tls_stack.env["HTTPS_PORT"]), 1000, tls=context)
     assert requests.get(https_url(tls_stack, "/healthz"), verify=CA, timeout=5).status_code == 200
