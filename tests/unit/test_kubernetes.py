@@ -302,10 +302,12 @@ def test_only_nginx_reaches_gunicorn_and_only_monitoring_the_metrics(objects, ov
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["egress"] == []
     names = {"http": bind_port(), "metrics": default("METRICS_PORT")}
+    ports = []
     for rule in policy["spec"]["ingress"]:
         assert rule.get("from") and rule.get("ports"), rule
         (port,) = [names.get(p["port"], p["port"]) for p in rule["ports"]]
         (peer,) = rule["from"]
+        ports.append(port)
         if port == bind_port():
             if find(objs, "Deployment", "nginx"):
                 assert peer == {"podSelector": {"matchLabels": pod_labels(objs, "nginx")}}
@@ -314,6 +316,8 @@ def test_only_nginx_reaches_gunicorn_and_only_monitoring_the_metrics(objects, ov
         else:
             assert port == default("METRICS_PORT")
             assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    # One rule each: gunicorn's port and the metrics'.
+    assert sorted(ports) == sorted([bind_port(), default("METRICS_PORT")]), policy["spec"]["ingress"]
 
 
 def pod_labels(objs: list[dict], name: str) -> dict:

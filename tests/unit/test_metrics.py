@@ -192,6 +192,8 @@ def test_metrics_add_up_across_workers_and_survive_a_killed_one(gunicorn, tmp_pa
         # SIGKILL one worker: gunicorn boots another; the dead one's live
         # gauges go (child_exit), its counters are merged into the archive.
         killed = workers[0]
+        # It served some of the requests: its counters have a file of their own.
+        assert (metrics_dir / f"counter_{killed}.db").exists(), sorted(p.name for p in metrics_dir.iterdir())
         os.kill(killed, signal.SIGKILL)
         after = scrape_until(
             run.metrics_port,
