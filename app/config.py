@@ -29,6 +29,10 @@ def flag(name: str, raw: str) -> bool:
     raise ConfigError(f"{name}={raw!r} is not valid: expected true or false")
 
 
+def text(name: str, raw: str) -> str:
+    return raw
+
+
 def whole_number(low: int, high: int) -> Callable[[str, str], int]:
     def parse(name: str, raw: str) -> int:
         if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
@@ -62,14 +66,76 @@ VARIABLES: tuple[Setting, ...] = (
         1000,
         "most milliseconds one `/work/io` or `/work/cpu` request may ask for",
     ),
+    Setting(
+        "SECRET_KEY_FILE",
+        text,
+        "",
+        "file holding Flask's `SECRET_KEY` (a Compose secret, `secrets/secret_key`, made by `make up`)",
+    ),
+    Setting(
+        "COMPOSE_PROFILES",
+        text,
+        "",
+        "Compose's profiles (`.env`): `db` runs the bundled PostgreSQL, which `DATABASE_URL` then defaults to",
+    ),
+    Setting(
+        "DATABASE_URL",
+        text,
+        "",
+        "the database, `postgresql+psycopg://USER@HOST:PORT/NAME`, without its password; "
+        "none: no database, or the bundled one with `COMPOSE_PROFILES=db` (docs/database.md)",
+    ),
+    Setting(
+        "DATABASE_PASSWORD_FILE",
+        text,
+        "",
+        "file holding the database's password (a Compose secret, `secrets/db_password`, made by `make up`)",
+    ),
+    Setting(
+        "DATABASE_POOL_TIMEOUT",
+        whole_number(1, 20),
+        5,
+        "longest a request waits for a free database connection before a JSON 503, s",
+    ),
+    Setting(
+        "DATABASE_CONNECT_TIMEOUT",
+        whole_number(1, 20),
+        3,
+        "longest a connection to the database may take to open, s",
+    ),
 )
+
+#: The bundled database (docker-compose.yml, profile `db`), as the app reaches it.
+BUNDLED_DATABASE_URL = "postgresql+psycopg://app@db:5432/app"
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, object]:
-    """Every variable's value, by name: the environment's, or the default."""
+    """Every variable's value, by name: the environment's, or the default.
+    The secrets' files are read here (SECRET_KEY, DATABASE_PASSWORD), so that
+    a missing or empty one stops the start."""
     environ = os.environ if environ is None else environ
     values = {}
     for setting in VARIABLES:
         raw = environ.get(setting.name, "").strip()
         values[setting.name] = setting.parse(setting.name, raw) if raw else setting.default
+    if not values["DATABASE_URL"] and "db" in str(values["COMPOSE_PROFILES"]).replace(" ", ",").split(","):
+        values["DATABASE_URL"] = BUNDLED_DATABASE_URL
+    values["SECRET_KEY"] = read_secret("SECRET_KEY_FILE", str(values["SECRET_KEY_FILE"]))
+    values["DATABASE_PASSWORD"] = read_secret("DATABASE_PASSWORD_FILE", str(values["DATABASE_PASSWORD_FILE"]))
     return values
+
+
+def read_secret(name: str, path: str) -> str | None:
+    """The secret in the file `name` points at (trailing newline dropped), or
+    None when `name` is unset; ConfigError naming it when the file is
+    missing, unreadable or empty."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            secret = file.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{name}={path!r} cannot be read: {exc.strerror}") from None
+    if not secret:
+        raise ConfigError(f"{name}={path!r} is empty")
+    return secret

@@ -17,10 +17,18 @@ import secrets
 import time
 
 from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import text
+from werkzeug.exceptions import NotFound
 
+from app import db
 from app.errors import BadParameter
 
 bp = Blueprint("demo", __name__)
+#: With a database configured (app/db.py): a wait inside it, and a row written and read.
+database_bp = Blueprint("demo_database", __name__, url_prefix="/db")
+
+#: Longest item name the table holds (app/db.py's Item).
+NAME_MAX = 100
 
 DEFAULT_WORK_MS = 100
 
@@ -90,3 +98,45 @@ def client():
     """The client as the app sees it once ProxyFix has applied nginx's
     X-Forwarded-* headers: what a forged header could change, if it could."""
     return jsonify(remote_addr=request.remote_addr, scheme=request.scheme, host=request.host)
+
+
+# --- on the database ---------------------------------------------------------------
+
+
+@database_bp.get("/sleep")
+def database_sleep():
+    """Wait `ms` inside the database (pg_sleep), on one of this worker's
+    pooled connections: what the pool, not the worker class, bounds. The
+    times it answers are the query's, from the moment it had a connection."""
+    ms = work_ms()
+    session = db.session()
+    session.connection()  # waits for a free one, at most DATABASE_POOL_TIMEOUT
+    started_at = time.time()
+    session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": ms / 1000})
+    return timing(started_at, kind="database", ms=ms)
+
+
+@database_bp.post("/items")
+def create_item():
+    """Write a row through the ORM: JSON {"name": "..."}, 1 to 100 characters."""
+    body = request.get_json(silent=True)
+    name = body.get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not 1 <= len(name) <= NAME_MAX:
+        raise BadParameter("name", f"name must be a JSON string of 1 to {NAME_MAX} characters")
+    session = db.session()
+    item = db.Item(name=name)
+    session.add(item)
+    session.commit()
+    return jsonify(item_body(item)), 201
+
+
+@database_bp.get("/items/<int:item_id>")
+def read_item(item_id: int):
+    item = db.session().get(db.Item, item_id)
+    if item is None:
+        raise NotFound(f"no item {item_id}")
+    return jsonify(item_body(item))
+
+
+def item_body(item) -> dict[str, object]:
+    return {"id": item.id, "name": item.name, "created_at": item.created_at.isoformat()}

@@ -2,8 +2,9 @@
 `app.wsgi:application`.
 
 It wires the parts: your settings (app/config.py), JSON errors
-(app/errors.py), health (app/health.py), your views (app/views.py) and, while
-DEMO_ENDPOINTS is on, the demonstration endpoints (app/demo.py). What the
+(app/errors.py), the database when one is configured (app/db.py), health
+(app/health.py), your views (app/views.py) and, while DEMO_ENDPOINTS is on,
+the demonstration endpoints (app/demo.py). What the
 server owes every request (the request id, the trusted proxies' headers,
 metrics) is added around the app by serving/wsgi.py, not here. It is never
 served by Werkzeug's development server outside development.
@@ -15,7 +16,7 @@ import os
 
 from flask import Flask
 
-from app import config, demo, errors, health, views
+from app import config, db, demo, errors, health, views
 
 #: 1 MiB. nginx refuses larger bodies first (client_max_body_size); this is the
 #: app's own limit for when it runs behind something else.
@@ -48,8 +49,11 @@ def create_app() -> Flask:
     app.config.update(config.from_environ(), MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, READINESS_CHECKS={})
     app.json.sort_keys = False
     errors.register(app)
+    has_database = db.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)
     if app.config["DEMO_ENDPOINTS"]:
         app.register_blueprint(demo.bp)
+        if has_database:
+            app.register_blueprint(demo.database_bp)
     return app

@@ -126,6 +126,18 @@ def _default_threads(values: Mapping[str, object]) -> int:
     return 4 if values["worker_class"] == "gthread" else 1
 
 
+#: A gevent worker's database pool when nothing says otherwise: its greenlets
+#: (GUNICORN_WORKER_CONNECTIONS, 1000) would be far too many connections, so
+#: the pool, not the greenlets, bounds what a database-bound endpoint runs at
+#: once, and the rest wait DATABASE_POOL_TIMEOUT at most (docs/database.md).
+GEVENT_DATABASE_POOL = 10
+
+
+def _default_pool(values: Mapping[str, object]) -> int:
+    # One connection for each request a worker runs at once, so that none waits for one.
+    return {"sync": 1, "gthread": int(values["threads"]), "gevent": GEVENT_DATABASE_POOL}[str(values["worker_class"])]
+
+
 VARIABLES: tuple[Variable, ...] = (
     Variable(
         "WORKER_CLASS",
@@ -268,6 +280,26 @@ VARIABLES: tuple[Variable, ...] = (
         "(docs/concurrency.md)",
         gunicorn=False,
     ),
+    Variable(
+        "DATABASE_POOL_SIZE",
+        "database_pool_size",
+        _integer(1, 1000),
+        _default_pool,
+        "`1` (sync), `GUNICORN_THREADS` (gthread), `10` (gevent)",
+        # The server sizes the app's pool: it knows what one worker runs at
+        # once. It hands the value to the app in the workers' environment.
+        "database connections per worker, never more (no overflow): the connection budget, docs/database.md",
+        gunicorn=False,
+    ),
+    Variable(
+        "DATABASE_RESERVED_CONNECTIONS",
+        "database_reserved_connections",
+        _integer(0, 10_000),
+        5,
+        "`5`",
+        "connections the budget leaves to the database's other clients: migrations, psql, monitoring",
+        gunicorn=False,
+    ),
 )
 
 #: Set by the compose file, not by users: the outside ends of the timeout budget.
@@ -309,13 +341,24 @@ class Settings:
     bind: str
     forwarded_allow_ips: str
     stock_workers: bool
+    database_pool_size: int
+    database_reserved_connections: int
 
     @property
     def max_concurrent_requests(self) -> int:
         return max_concurrent_requests(self.worker_class, self.workers, self.threads, self.worker_connections)
 
+    @property
+    def database_connections(self) -> int:
+        """The most connections one replica's workers open, with a database."""
+        return self.workers * self.database_pool_size
+
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "max_concurrent_requests": self.max_concurrent_requests}
+        return {
+            **asdict(self),
+            "max_concurrent_requests": self.max_concurrent_requests,
+            "database_connections_per_replica": self.database_connections,
+        }
 
 
 def max_concurrent_requests(worker_class: str, workers: int, threads: int, worker_connections: int) -> int:

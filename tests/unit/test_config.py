@@ -11,7 +11,47 @@ pytestmark = pytest.mark.unit
 
 
 def test_defaults():
-    assert config.from_environ({}) == {"DEMO_ENDPOINTS": True, "DEMO_MAX_WORK_MS": 1000}
+    assert config.from_environ({}) == {
+        "DEMO_ENDPOINTS": True,
+        "DEMO_MAX_WORK_MS": 1000,
+        "SECRET_KEY_FILE": "",
+        "COMPOSE_PROFILES": "",
+        "DATABASE_URL": "",
+        "DATABASE_PASSWORD_FILE": "",
+        "DATABASE_POOL_TIMEOUT": 5,
+        "DATABASE_CONNECT_TIMEOUT": 3,
+        "SECRET_KEY": None,
+        "DATABASE_PASSWORD": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("profiles", "url"),
+    [("db", config.BUNDLED_DATABASE_URL), ("monitoring,db", config.BUNDLED_DATABASE_URL), ("monitoring", "")],
+)
+def test_the_db_profile_means_the_bundled_database(profiles, url):
+    assert config.from_environ({"COMPOSE_PROFILES": profiles})["DATABASE_URL"] == url
+    named = "postgresql+psycopg://app@elsewhere:5432/app"
+    assert config.from_environ({"COMPOSE_PROFILES": profiles, "DATABASE_URL": named})["DATABASE_URL"] == named
+
+
+def test_secrets_come_from_their_files(tmp_path):
+    (tmp_path / "key").write_text("s3cret-key\n")
+    (tmp_path / "password").write_text("pa55word")
+    values = config.from_environ(
+        {"SECRET_KEY_FILE": str(tmp_path / "key"), "DATABASE_PASSWORD_FILE": str(tmp_path / "password")}
+    )
+    assert (values["SECRET_KEY"], values["DATABASE_PASSWORD"]) == ("s3cret-key", "pa55word")
+
+
+@pytest.mark.parametrize(("content", "problem"), [(None, "cannot be read"), ("", "is empty"), ("\n", "is empty")])
+def test_a_missing_or_empty_secret_stops_the_start_naming_it(tmp_path, content, problem):
+    path = tmp_path / "secret_key"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(config.ConfigError) as info:
+        config.from_environ({"SECRET_KEY_FILE": str(path)})
+    assert str(info.value).startswith(f"SECRET_KEY_FILE={str(path)!r} {problem}")
 
 
 def test_values_reach_flask_config(monkeypatch):

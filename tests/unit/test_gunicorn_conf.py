@@ -191,6 +191,8 @@ def test_effective_config_names(load_config):
         "accesslog",
         "max_concurrent_requests",
         "cpus_available",
+        "database_pool_size",
+        "database_connections_per_replica",
     }
 
 

@@ -95,6 +95,8 @@ def test_every_variable_overrides():
         "LOG_FORMAT": "text",
         "METRICS_PORT": "9200",
         "GUNICORN_STOCK_WORKERS": "true",
+        "DATABASE_POOL_SIZE": "3",
+        "DATABASE_RESERVED_CONNECTIONS": "9",
     }
     assert set(env) == {variable.name for variable in VARIABLES}
     s = load(env, cpus=16)
@@ -114,6 +116,7 @@ def test_every_variable_overrides():
     assert s.log_format == "text"
     assert s.metrics_port == 9200
     assert s.stock_workers is True
+    assert (s.database_pool_size, s.database_reserved_connections) == (3, 9)
 
 
 def test_values_are_stripped():

@@ -1,0 +1,57 @@
+"""app/db.py without a server: the engine each worker makes, its pool as the
+server sized it, the URL with the password from its file, the demonstration
+endpoints only with a database. The database itself: tests/integration/test_database.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import db
+from app.factory import create_app
+
+pytestmark = pytest.mark.unit
+
+URL = "postgresql+psycopg://app@db.invalid:5432/app"
+
+
+@pytest.fixture
+def database_app(app, monkeypatch, tmp_path):
+    (tmp_path / "password").write_text("pa55word\n")
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("DATABASE_PASSWORD_FILE", str(tmp_path / "password"))
+    monkeypatch.setenv("DATABASE_POOL_SIZE", "7")
+    monkeypatch.setenv("DATABASE_POOL_TIMEOUT", "2")
+    return create_app()
+
+
+def test_no_database_means_no_engine_and_no_database_endpoints(app):
+    assert db.EXTENSION not in app.extensions
+    assert "database" not in app.config["READINESS_CHECKS"]
+    assert not any(rule.rule.startswith("/db/") for rule in app.url_map.iter_rules())
+
+
+def test_the_engine_has_the_servers_pool_and_never_overflows(database_app):
+    engine = database_app.extensions[db.EXTENSION]
+    assert engine.pool.size() == 7
+    assert engine.pool.timeout() == 2
+    assert engine.pool._max_overflow == 0  # QueuePool keeps it only there
+    assert engine.url.password == "pa55word" and engine.url.host == "db.invalid"  # noqa: S105 - the test's own
+    assert "database" in database_app.config["READINESS_CHECKS"]
+    rules = {rule.rule for rule in database_app.url_map.iter_rules()}
+    assert {"/db/sleep", "/db/items", "/db/items/<int:item_id>"} <= rules
+
+
+def test_a_database_that_cannot_be_reached_is_a_json_503_with_retry_after(database_app):
+    # db.invalid never resolves: the connection fails at once.
+    response = database_app.test_client().get("/db/sleep?ms=0")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.get_json()["error"]["status"] == 503
+    ready = database_app.test_client().get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["failed"] == ["database"]
+    assert database_app.test_client().get("/healthz").status_code == 200
+
+
+def test_the_pool_size_is_the_servers_or_one():
+    assert db.pool_size({}) == 1
+    assert db.pool_size({"DATABASE_POOL_SIZE": "4"}) == 4
