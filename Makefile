@@ -13,7 +13,7 @@ PYTHON := $(VENV)/bin/python
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m unit"`.
 PYTEST_ARGS ?=
 
-.PHONY: help images check up dev monitor swarm-up swarm-down certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock
+.PHONY: help images check up dev monitor db-delete-data swarm-up swarm-down certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,7 @@ up: ## Build the images, start nginx -> gunicorn -> Flask, wait until healthy
 	@scripts/check-tls.sh
 	@$(MAKE) --no-print-directory images
 	@$(MAKE) --no-print-directory check
+	@scripts/prepare-database.sh
 	@$(COMPOSE) up -d --wait --wait-timeout 120 --remove-orphans
 	@echo "Serving on http://$$($(COMPOSE) port nginx 8080 2>/dev/null)/"
 	@if [ -n "$$($(COMPOSE) port nginx 8443 2>/dev/null)" ]; then \
@@ -51,12 +52,19 @@ dev: ## Like up, but serving ./app as it is edited (gunicorn --reload; never Wer
 	@scripts/check-tls.sh
 	@$(MAKE) --no-print-directory images
 	@$(MAKE) --no-print-directory check
+	@scripts/prepare-database.sh 1
 	@$(COMPOSE) up -d --wait --wait-timeout 120 --remove-orphans
 	@echo "Serving ./app with reload on http://$$($(COMPOSE) port nginx 8080 2>/dev/null)/ (make logs follows it)"
 
+# $(call with_profile,NAME): the profiles set in the shell or .env, plus NAME
+# (the bundled database's `db` stays on with `make monitor`).
+comma := ,
+space := $(eval) $(eval)
+with_profile = $(subst $(space),$(comma),$(strip $(filter-out $(1),$(subst $(comma), ,$(shell bash -c '. scripts/lib.sh; setting COMPOSE_PROFILES'))) $(1)))
+
 # The monitoring overlay's profile (monitoring/compose.yml): Prometheus and
 # nginx's exporter beside the stack.
-monitor: export COMPOSE_PROFILES = monitoring
+monitor: export COMPOSE_PROFILES = $(call with_profile,monitoring)
 monitor: ## Like up, with Prometheus scraping every replica and nginx (PROMETHEUS_PORT, default 9090)
 	@$(MAKE) --no-print-directory up
 	@echo "Prometheus on http://$$($(COMPOSE) port prometheus 9090)/ (targets: /targets, alerts: /alerts)"
@@ -84,8 +92,16 @@ reload-app: ## HUP every replica's gunicorn: new workers, then the old ones drai
 reload-nginx: ## Check nginx's config, then reload it gracefully (renewed certificates, say)
 	@$(COMPOSE) exec -T nginx rotation reload
 
-down: ## Stop and remove the stack's containers and networks
+down: ## Stop and remove the stack's containers and networks (the database's data volume stays)
 	@$(COMPOSE) --profile '*' down --remove-orphans
+
+db-delete-data: ## Delete the bundled database's data (the db-data volume): CONFIRM=yes
+	@if [ "$(CONFIRM)" != yes ]; then \
+	  echo "This deletes every row of the bundled database (the volume $$($(COMPOSE) config --volumes | grep -x db-data) of this project)."; \
+	  echo "Run: make db-delete-data CONFIRM=yes"; exit 2; fi
+	@$(COMPOSE) --profile '*' rm -fsv db >/dev/null
+	@docker volume rm "$$($(COMPOSE) config --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["volumes"]["db-data"]["name"])')"
+	@echo "deleted the database's data"
 
 logs: ## Follow the stack's logs
 	@$(COMPOSE) logs -f --tail=100

@@ -31,9 +31,12 @@ STACK_VARIABLES = tuple(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", (REPO / ".env.examp
 
 @functools.cache
 def base_images(*extra: str) -> dict[str, str]:
-    """PYTHON_BASE_IMAGE and NGINX_BASE_IMAGE (with `monitoring`, Prometheus's
-    and the exporter's too), resolved by the project's own script: the
-    official images, or local stand-ins where none can be pulled."""
+    """PYTHON_BASE_IMAGE, NGINX_BASE_IMAGE and POSTGRES_BASE_IMAGE (with
+    `monitoring`, Prometheus's and the exporter's too), resolved by the
+    project's own script: the official images, or local stand-ins where none
+    can be pulled. The stack's secrets are made first, as scripts/compose
+    makes them for make's Compose calls."""
+    subprocess.run([str(REPO / "scripts" / "ensure-secrets.sh")], check=True, capture_output=True)
     out = subprocess.run(
         [str(REPO / "scripts" / "ensure-base-images.sh"), *extra], check=True, capture_output=True, text=True
     ).stdout

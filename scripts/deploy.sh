@@ -8,6 +8,9 @@
 # adds: nginx's rotation (nginx/rotation.sh) is switched at each step, so no
 # request reaches a replica that is not healthy yet or is already draining.
 #   1. build the image and check its settings (a bad one: one line naming it);
+#      with a database, check the connection budget and apply the pending
+#      migrations from the new image, once (a failing one: one line naming
+#      its revision, and the old replicas keep serving);
 #   2. nginx sends only to the replicas serving now;
 #   3. APP_REPLICAS new ones start beside them. One that exits, restarts or
 #      is not healthy in time is removed, the old ones keep serving, and this
@@ -47,6 +50,8 @@ compose build app
 say "checking its settings and that the app loads"
 compose run --rm --no-deps -T app python3 -m serving.settings >/dev/null \
   || die "deploy refused: the new image does not start (above); nothing changed"
+"$root/scripts/prepare-database.sh" "$replicas" \
+  || die "deploy refused: the database's budget or migrations (above); the replicas serving now are unchanged"
 
 # From here on, whatever happens, nginx ends up on the service name again.
 trap 'rotation service >/dev/null || true' EXIT

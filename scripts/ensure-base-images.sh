@@ -3,8 +3,8 @@
 # used when present or pullable; when no registry answers, a Debian stand-in
 # is built with mmdebstrap from the machine's own Debian mirror, so the stack
 # still builds offline. Idempotent: stand-ins are built once and reused.
-# Prints PYTHON_BASE_IMAGE=... and NGINX_BASE_IMAGE=... on stdout, nothing
-# until both are resolved. With the argument `monitoring`, also
+# Prints PYTHON_BASE_IMAGE=..., NGINX_BASE_IMAGE=... and POSTGRES_BASE_IMAGE=...
+# on stdout, nothing until all are resolved. With the argument `monitoring`, also
 # PROMETHEUS_BASE_IMAGE=... and NGINX_EXPORTER_BASE_IMAGE=... (make monitor).
 set -euo pipefail
 
@@ -19,6 +19,9 @@ PYTHON_STANDIN=flask-concurrency-local/python:3.13-trixie
 # r2: with envsubst (gettext-base), as the official image has. r3: with the
 # official image's entrypoint interface (scripts/nginx-standin/).
 NGINX_STANDIN=flask-concurrency-local/nginx:1.30-forky-r3
+# forky's postgresql is 18, as the official postgres:18; with the official
+# image's interface the project uses (scripts/postgres-standin/).
+POSTGRES_STANDIN=flask-concurrency-local/postgres:18-forky
 # forky's prometheus is 3.5, its prometheus-nginx-exporter 1.5.
 PROMETHEUS_STANDIN=flask-concurrency-local/prometheus:3.5-forky
 NGINX_EXPORTER_STANDIN=flask-concurrency-local/nginx-prometheus-exporter:1.5-forky
@@ -122,6 +125,27 @@ CONF
     --change 'ENTRYPOINT ["/docker-entrypoint.sh"]' --change 'CMD ["nginx", "-g", "daemon off;"]'
 }
 
+# build_postgres TAG OFFICIAL
+# As the official postgres:18: the server's binaries on the PATH, the user
+# postgres as 999:999 (made before the package, which then keeps it), no
+# cluster made at install (the entrypoint initialises the volume on first
+# start), PGDATA under the volume /var/lib/postgresql, the socket directory
+# /var/run/postgresql, SIGINT to stop.
+build_postgres() {
+  rootfs forky postgresql-18,ca-certificates "$tmp/postgres.tar" \
+    --aptopt='APT::Install-Recommends "false"' \
+    --essential-hook='echo "postgres:x:999:" >>"$1/etc/group"; echo "postgres:x:999:999:PostgreSQL:/var/lib/postgresql:/bin/sh" >>"$1/etc/passwd"' \
+    --essential-hook='mkdir -p "$1/etc/postgresql-common" && echo "create_main_cluster = false" >"$1/etc/postgresql-common/createcluster.conf"' \
+    --customize-hook='chroot "$1" /usr/lib/postgresql/18/bin/postgres --version | grep -q " 18\." || { echo "forky no longer ships postgresql 18; update POSTGRES_STANDIN" >&2; exit 1; }' \
+    --customize-hook="copy-in $here/postgres-standin/docker-entrypoint.sh /usr/local/bin" \
+    --customize-hook='chmod 0755 "$1/usr/local/bin/docker-entrypoint.sh"' \
+    --customize-hook='mkdir -p "$1/var/lib/postgresql" "$1/var/run/postgresql"; chown 999:999 "$1/var/lib/postgresql"; chown 999:999 "$1/var/run/postgresql"; chmod 3777 "$1/var/run/postgresql"'
+  import_rootfs "$tmp/postgres.tar" "$1" "$2" --change 'USER 999' \
+    --change 'ENV PATH=/usr/lib/postgresql/18/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV PGDATA=/var/lib/postgresql/18/docker' --change 'ENV LANG=C.UTF-8' \
+    --change 'ENTRYPOINT ["docker-entrypoint.sh"]' --change 'CMD ["postgres"]'
+}
+
 # build_prometheus TAG OFFICIAL
 # As prom/prometheus: prometheus and promtool on the PATH, the data directory
 # /prometheus owned by nobody (65534), who runs it.
@@ -171,6 +195,7 @@ docker info >/dev/null 2>&1 || die "the Docker engine does not answer; run scrip
 {
   resolve PYTHON_BASE_IMAGE "$(official PYTHON_BASE_IMAGE "$here/../Dockerfile")" "$PYTHON_STANDIN" build_python
   resolve NGINX_BASE_IMAGE "$(official NGINX_BASE_IMAGE "$here/../nginx/Dockerfile")" "$NGINX_STANDIN" build_nginx
+  resolve POSTGRES_BASE_IMAGE "$(official POSTGRES_BASE_IMAGE "$here/../db/Dockerfile")" "$POSTGRES_STANDIN" build_postgres
   if [ "${1:-}" = monitoring ]; then
     resolve PROMETHEUS_BASE_IMAGE "$(official PROMETHEUS_BASE_IMAGE "$here/../monitoring/prometheus/Dockerfile")" \
       "$PROMETHEUS_STANDIN" build_prometheus

@@ -38,7 +38,7 @@ def env_example() -> dict[str, str]:
     """.env.example: NAME -> the comment block above its `#NAME=` line."""
     entries, comment = {}, []
     for line in ENV_EXAMPLE.splitlines():
-        if match := re.fullmatch(r"#([A-Z][A-Z0-9_]*)=", line):
+        if match := re.fullmatch(r"#([A-Z][A-Z0-9_]*)=\S*", line):
             entries[match[1]] = " ".join(comment)
         elif line.startswith("# "):
             comment.append(line[2:])
@@ -47,12 +47,20 @@ def env_example() -> dict[str, str]:
     return entries
 
 
+def app_environment() -> str:
+    block = re.search(r"^  app:\n(?:.*\n)*?    environment:\n((?:      .*\n)+)", COMPOSE, flags=re.MULTILINE)
+    assert block, "docker-compose.yml: no environment block for the app"
+    return block[1]
+
+
 def app_pass_through() -> set[str]:
     """The names docker-compose.yml's app service passes through unset-or-value
     (`NAME:` with no value)."""
-    block = re.search(r"^  app:\n(?:.*\n)*?    environment:\n((?:      .*\n)+)", COMPOSE, flags=re.MULTILINE)
-    assert block, "docker-compose.yml: no environment block for the app"
-    return set(re.findall(r"^      ([A-Z][A-Z0-9_]*):\s*$", block[1], flags=re.MULTILINE))
+    return set(re.findall(r"^      ([A-Z][A-Z0-9_]*):\s*$", app_environment(), flags=re.MULTILINE))
+
+
+#: The app settings docker-compose.yml sets itself: the secrets' files, which it mounts.
+COMPOSE_SETS = {"SECRET_KEY_FILE": "/run/secrets/secret_key", "DATABASE_PASSWORD_FILE": "/run/secrets/db_password"}
 
 
 def compose_default(name: str) -> str:
@@ -76,7 +84,9 @@ def test_env_example_documents_each_variable_and_its_default(variable):
 
 
 def documented_default(setting: config.Setting) -> str:
-    """How the README writes an app setting's default: `true`, `1000`."""
+    """How the README writes an app setting's default: `true`, `1000`, none."""
+    if setting.default in ("", None):
+        return "none"
     default = str(setting.default).lower() if isinstance(setting.default, bool) else str(setting.default)
     return f"`{default}`"
 
@@ -92,12 +102,17 @@ def test_readme_table_says_what_the_app_config_says(setting):
 def test_env_example_documents_each_app_setting_and_its_default(setting):
     entries = env_example()
     assert setting.name in entries, f".env.example has no #{setting.name}= line"
-    assert f"Default {documented_default(setting).strip('`')}" in entries[setting.name]
+    assert f"Default {documented_default(setting).strip('`')}." in entries[setting.name]
 
 
 def test_compose_passes_exactly_the_server_and_app_variables():
     server = {variable.name for variable in VARIABLES if variable.compose}
-    assert app_pass_through() == server | {setting.name for setting in config.VARIABLES}
+    app = {setting.name for setting in config.VARIABLES}
+    assert app_pass_through() == server | (app - set(COMPOSE_SETS))
+    for name, value in COMPOSE_SETS.items():
+        assert re.search(rf"^      {name}: {re.escape(value)}$", app_environment(), flags=re.MULTILINE), name
+        secret = value.rpartition("/")[2]
+        assert re.search(rf"^  {secret}:\n    file: ./secrets/{secret}$", COMPOSE, flags=re.MULTILINE), secret
 
 
 def test_server_and_app_settings_are_apart():

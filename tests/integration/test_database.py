@@ -1,0 +1,367 @@
+"""The stack with its database (COMPOSE_PROFILES=db, docs/database.md), against
+a real PostgreSQL: the pool bounds what each worker class runs on the
+database, the excess gets a JSON 503 within the pool timeout, gevent keeps
+serving while its connections wait, the connection budget stops a start
+that would overflow the server, the database going away costs only the
+database's endpoints, data survives, migrations run inside the deploy, and
+the database container is hardened and published nowhere."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from harness.load import Load
+from harness.stack import REPO, Stack, app_build_context
+from tests.concurrency import fire, max_overlap, rounds
+
+pytestmark = pytest.mark.integration
+
+#: Two workers each, one replica: the design figures are small enough to fire at once.
+WORKERS = 2
+GTHREAD_THREADS = 4
+GEVENT_POOL = 10
+DESIGN = {"sync": WORKERS * 1, "gthread": WORKERS * GTHREAD_THREADS, "gevent": WORKERS * GEVENT_POOL}
+
+
+def database_stack(name: str, **env: str) -> Stack:
+    return Stack(name, COMPOSE_PROFILES="db", APP_REPLICAS="1", WEB_CONCURRENCY=str(WORKERS), **env)
+
+
+def migrate(stack: Stack) -> subprocess.CompletedProcess:
+    return stack.compose("run", "--rm", "--no-deps", "-T", "app", "python3", "-m", "app.migrate", timeout=180)
+
+
+@pytest.fixture(scope="module", params=list(DESIGN))
+def per_class(request, built_images):
+    stack = database_stack(f"db-{request.param}", WORKER_CLASS=request.param, DEMO_MAX_WORK_MS="3000")
+    stack.worker_class = request.param
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+
+
+def test_the_database_degree_is_the_pools_design_figure(per_class):
+    """A burst of twice the design figure of 1 s waits inside PostgreSQL:
+    the pools run exactly the design figure at once, in two rounds."""
+    design = DESIGN[per_class.worker_class]
+    config = per_class.effective_config()
+    assert config["database_connections_per_replica"] == design
+    results = fire(per_class.url + "/db/sleep?ms=1000", 2 * design)
+    assert all(r.status == 200 for r in results), sorted({r.status for r in results})
+    assert max_overlap([r.interval for r in results]) == design
+    if per_class.worker_class != "gevent":
+        # A sync or gthread worker accepts only what it can start, so the
+        # burst splits evenly. A gevent worker accepts up to its 1,000
+        # greenlets, so one may hold more of the burst than its pool runs at
+        # once, and take a third round; its degree is still the pools'.
+        assert rounds(results, 1.0) == 2
+
+
+@pytest.fixture(scope="module")
+def gevent_short_wait(built_images):
+    # 3 s in the database, 1 s at most to wait for a connection.
+    stack = database_stack("db-gevent-wait", WORKER_CLASS="gevent", DEMO_MAX_WORK_MS="3000", DATABASE_POOL_TIMEOUT="1")
+    try:
+        yield stack.up()
+    finally:
+        stack.down()
+
+
+def test_a_burst_over_the_pools_gets_its_excess_as_json_503_after_the_pool_timeout(gevent_short_wait):
+    design = DESIGN["gevent"]
+    results = fire(gevent_short_wait.url + "/db/sleep?ms=3000", 2 * design)
+    ok = [r for r in results if r.status == 200]
+    refused = [r for r in results if r.status != 200]
+    # Each worker runs its pool's 10 at once and refuses the rest of its
+    # share: how the 40 split between the two decides the exact count.
+    assert GEVENT_POOL <= len(ok) <= design and max_overlap([r.interval for r in ok]) == len(ok)
+    assert len(refused) == len(results) - len(ok) >= design
+    for r in refused:
+        assert r.status == 503 and r.body["error"]["status"] == 503, r
+        assert "busy" in r.body["error"]["message"]
+        # Waited the pool timeout (1 s), not the 3 s query nor gunicorn's 30 s.
+        assert 0.9 < r.client_seconds < 2.5, r.client_seconds
+    headers = requests.get(gevent_short_wait.url + "/healthz", timeout=5)
+    assert headers.status_code == 200
+
+
+def test_gevent_answers_healthz_at_once_while_every_connection_waits_in_the_database(gevent_short_wait):
+    design = DESIGN["gevent"]
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(fire, gevent_short_wait.url + "/db/sleep?ms=3000", design)
+        time.sleep(1.0)  # every pooled connection is inside pg_sleep now
+        started = time.monotonic()
+        response = requests.get(gevent_short_wait.url + "/healthz", timeout=5)
+        waited = time.monotonic() - started
+        results = busy.result()
+    assert response.status_code == 200
+    assert waited < 0.5, f"/healthz waited {waited:.2f} s behind the database's queries"
+    # At least one worker's pool was full of 3 s queries meanwhile.
+    answered = [r for r in results if r.status == 200]
+    assert len(answered) >= GEVENT_POOL and all(r.body["finished_at"] - r.body["started_at"] >= 2.9 for r in answered)
+
+
+# --- the default stack with its database -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def db_stack(built_images):
+    stack = database_stack("db")
+    try:
+        stack.up()
+        assert migrate(stack).returncode == 0
+        yield stack
+    finally:
+        stack.down()
+
+
+def test_rows_are_written_and_read_through_the_orm(db_stack):
+    created = db_stack.request("POST", "/db/items", json={"name": "first row"})
+    assert created.status_code == 201, created.text
+    item = created.json()
+    assert db_stack.get(f"/db/items/{item['id']}").json() == item
+    assert db_stack.get("/db/items/999999999").status_code == 404
+
+
+@pytest.mark.parametrize("body", [{}, {"name": ""}, {"name": "x" * 101}, {"name": 7}, ["name"]])
+def test_a_bad_row_is_a_json_400_naming_the_parameter(db_stack, body):
+    response = db_stack.request("POST", "/db/items", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["parameter"] == "name"
+
+
+def test_readiness_names_the_database_and_liveness_ignores_it(db_stack):
+    ready = db_stack.get("/readyz").json()
+    assert ready == {"status": "ready", "checks": ["database"]}
+
+
+def refusing(container_id: str, refuse: bool) -> None:
+    """The database's port refuses every packet (a TCP reset), or not: the
+    server is down as the app sees it, while its name still resolves, as a
+    managed database's does. A rule in the container's own network namespace."""
+    pid = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", container_id], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    rule = ["INPUT", "-p", "tcp", "--dport", "5432", "-j", "REJECT", "--reject-with", "tcp-reset"]
+    command = ["nsenter", "-t", pid, "-n", "iptables", "-I" if refuse else "-D", *rule]
+    subprocess.run(command, check=True, capture_output=True, timeout=30)
+
+
+def test_the_database_going_away_costs_only_its_endpoints_and_the_app_recovers(db_stack):
+    db = db_stack.container("db")
+    assert db_stack.get("/db/sleep?ms=0").status_code == 200  # a pooled connection, open
+    refusing(db.id, True)
+    try:
+        started = time.monotonic()
+        down = db_stack.get("/db/sleep?ms=0")
+        took = time.monotonic() - started
+        assert down.status_code == 503 and down.json()["error"]["status"] == 503, down.text
+        assert down.headers["Retry-After"] == "1"
+        assert took < 3, f"{took:.1f} s: longer than the connect timeout (3 s)"
+        assert db_stack.get("/readyz").status_code == 503
+        assert db_stack.get("/healthz").status_code == 200
+        assert db_stack.get("/").status_code == 200
+    finally:
+        refusing(db.id, False)
+    deadline = time.monotonic() + 60
+    while db_stack.get("/db/sleep?ms=0").status_code != 200:
+        assert time.monotonic() < deadline, "the app did not recover without a restart"
+        time.sleep(1)
+    assert db_stack.get("/readyz").status_code == 200
+
+
+def test_the_database_is_hardened_and_published_nowhere(db_stack):
+    db = db_stack.container("db")
+    config = db.config
+    host = db.host_config
+    assert config.user == "999:999"
+    assert host.readonly_rootfs is True
+    assert host.cap_drop == ["ALL"]
+    assert "no-new-privileges:true" in host.security_opt
+    assert host.memory > 0 and host.pids_limit > 0
+    assert not any(db.network_settings.ports.values()), db.network_settings.ports
+    assert db.state.health.status == "healthy"
+    processes = db_stack.processes("db")
+    assert processes and all(p["uid"] in ("999", "postgres") for p in processes), processes
+
+
+def test_the_connection_budget_stops_make_up_with_one_line_and_the_stack_keeps_serving(db_stack):
+    before = sorted(c.id for c in db_stack.containers("app"))
+    over = {"APP_REPLICAS": "16", "WORKER_CLASS": "gthread", "GUNICORN_THREADS": "8"}
+    result = subprocess.run(
+        ["make", "up"],
+        cwd=REPO,
+        env={**os.environ, **db_stack.cli_environment(), **over},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode != 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if "configuration error" in line]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert "the connection budget is over: APP_REPLICAS=16 x WEB_CONCURRENCY=2 x DATABASE_POOL_SIZE=8" in lines[0]
+    assert "max_connections 100" in lines[0]
+    assert sorted(c.id for c in db_stack.containers("app")) == before
+    assert db_stack.get("/db/sleep?ms=0").status_code == 200
+
+
+# --- migrations and the deploy, under load -----------------------------------------
+
+#: The steady load of the operations tests (tests/integration/test_operations.py):
+#: 16 clients, each request waiting 20 ms, under the per-client limit.
+LOAD_PATH = "/work/io?ms=20"
+
+MIGRATION = '''"""Add a note to items (an expand step: nullable, the old code never reads it).
+
+Revision ID: 0002_note
+Revises: 0001_items
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002_note"
+down_revision = "0001_items"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("items", sa.Column("note", sa.String(100), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("items", "note")
+'''
+
+FAILING = '''"""A migration that fails half-way.
+
+Revision ID: 0003_broken
+Revises: 0002_note
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003_broken"
+down_revision = "0002_note"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("items", sa.Column("temporary", sa.Integer, nullable=True))
+    op.execute("SELECT no_such_function()")
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+@pytest.fixture(scope="module")
+def db_ops(built_images, tmp_path_factory):
+    context = tmp_path_factory.mktemp("db-ops")
+    overlay = app_build_context(context, "flask-concurrency-test/db-ops-app")
+    stack = Stack("db-ops", overlays=(overlay,), COMPOSE_PROFILES="db", APP_REPLICAS="2")
+    stack.docker.compose.build(services=["app"], quiet=True)
+    stack.context = context
+    try:
+        stack.up()
+        assert migrate(stack).returncode == 0
+        yield stack
+    finally:
+        stack.down()
+
+
+def make(stack: Stack, target: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ["make", "--no-print-directory", target],
+        cwd=REPO,
+        env={**os.environ, **stack.cli_environment(), "COMPOSE_PROFILES": "db", "APP_REPLICAS": "2", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    result.output = result.stdout + result.stderr
+    return result
+
+
+def revision(stack: Stack) -> str:
+    out = stack.compose(
+        "exec", "-T", "db", "psql", "-U", "app", "-d", "app", "-Atc", "SELECT version_num FROM alembic_version"
+    )
+    return out.stdout.strip()
+
+
+@pytest.mark.operations
+def test_deploys_with_a_migration_and_with_a_failing_one_fail_no_request(db_ops):
+    versions = db_ops.context / "app" / "migrations" / "versions"
+    row = db_ops.request("POST", "/db/items", json={"name": "kept across deploys"}).json()
+    (versions / "0002_note.py").write_text(MIGRATION)
+    load = Load(db_ops.url + LOAD_PATH)
+    try:
+        deployed = make(db_ops, "deploy")
+    finally:
+        result = load.stop()
+    assert deployed.returncode == 0, deployed.output[-3000:]
+    assert "applied 0002_note" in deployed.output
+    assert result.failed == 0, result.summary()
+    assert revision(db_ops) == "0002_note"
+
+    before = sorted(c.id for c in db_ops.containers("app"))
+    (versions / "0003_broken.py").write_text(FAILING)
+    load = Load(db_ops.url + LOAD_PATH)
+    try:
+        refused = make(db_ops, "deploy")
+    finally:
+        result = load.stop()
+        (versions / "0003_broken.py").unlink()
+    assert refused.returncode != 0
+    failed = [line for line in refused.output.splitlines() if line.startswith("migration failed")]
+    assert len(failed) == 1 and "revision 0003_broken" in failed[0], refused.output[-3000:]
+    assert "deploy refused" in refused.output
+    assert result.failed == 0, result.summary()
+    assert sorted(c.id for c in db_ops.containers("app")) == before
+    assert revision(db_ops) == "0002_note", "the failed migration was not rolled back"
+    # The row written before both deploys is still there.
+    assert db_ops.get(f"/db/items/{row['id']}").json() == row
+
+
+@pytest.mark.operations
+def test_the_database_restarted_under_load_fails_nothing_but_its_own_endpoints(db_ops):
+    load = Load(db_ops.url + LOAD_PATH)
+    statuses = []
+    try:
+        restarted = db_ops.compose("restart", "db", timeout=120)
+        assert restarted.returncode == 0, restarted.stderr
+        deadline = time.monotonic() + 60
+        while True:
+            statuses.append(db_ops.get("/db/sleep?ms=0").status_code)
+            if statuses[-1] == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        result = load.stop()
+    assert result.failed == 0, result.summary()
+    assert statuses[-1] == 200, statuses
+    assert set(statuses) <= {200, 503}, statuses
+
+
+def test_data_survives_make_down_and_make_up(db_ops):
+    row = db_ops.request("POST", "/db/items", json={"name": "survives"}).json()
+    down = make(db_ops, "down")
+    assert down.returncode == 0, down.output
+    up = make(db_ops, "up")
+    assert up.returncode == 0, up.output[-3000:]
+    db_ops.wait_serving()
+    assert db_ops.get(f"/db/items/{row['id']}").json() == row
+    assert "database_connections_per_replica" in up.output
