@@ -64,13 +64,25 @@ def network(spec: dict) -> dict:
     return {"driver": "overlay", **({"internal": True} if spec.get("internal") else {})}
 
 
+def secret(spec: dict) -> dict:
+    # Swarm makes a secret of the file's content at deploy (scripts/ensure-secrets.sh made it).
+    return {"file": spec["file"]}
+
+
 def main(app_image: str, nginx_image: str) -> None:
     config = json.load(sys.stdin)
     images = {"app": app_image, "nginx": nginx_image}
+    for name in sorted(config["services"].keys() - images.keys()):
+        # The bundled database (COMPOSE_PROFILES=db) is Compose's: in a swarm
+        # the database is a managed one or an operator's (DATABASE_URL).
+        print(f"swarm-stack: service {name} left out: the stack is the product's nginx and app", file=sys.stderr)
     stack = {
         "version": "3.8",
-        "services": {name: service(name, spec, images[name]) for name, spec in config["services"].items()},
+        "services": {
+            name: service(name, spec, images[name]) for name, spec in config["services"].items() if name in images
+        },
         "networks": {name: network(spec) for name, spec in config.get("networks", {}).items()},
+        "secrets": {name: secret(spec) for name, spec in config.get("secrets", {}).items()},
     }
     json.dump(stack, sys.stdout, indent=2)
     print()

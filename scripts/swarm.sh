@@ -73,6 +73,27 @@ converged() {
   done
 }
 
+# The database's connection budget (serving/budget.py) against the server
+# DATABASE_URL names, from a one-off container of the app image on Docker's
+# default network, which has a route out (the stack's backend has none).
+# The bundled database is Compose's, never the swarm's: no DATABASE_URL, no
+# database, nothing to check.
+budget() {
+  local url replicas name args=()
+  url=$(setting DATABASE_URL)
+  [ -n "$url" ] || { say "no DATABASE_URL: no database, no connection budget to check"; return 0; }
+  replicas=$(setting APP_REPLICAS)
+  for name in WORKER_CLASS WEB_CONCURRENCY GUNICORN_THREADS DATABASE_POOL_SIZE DATABASE_RESERVED_CONNECTIONS \
+              DATABASE_CONNECT_TIMEOUT DATABASE_URL; do
+    [ -z "$(setting "$name")" ] || args+=(-e "$name=$(setting "$name")")
+  done
+  say "checking the database's connection budget for ${replicas:-2} replica(s)"
+  docker run --rm --read-only --tmpfs /tmp "${args[@]}" \
+    -e DATABASE_PASSWORD_FILE=/run/secrets/db_password -e SECRET_KEY_FILE=/run/secrets/secret_key \
+    -v "$root/secrets/db_password:/run/secrets/db_password:ro" -v "$root/secrets/secret_key:/run/secrets/secret_key:ro" \
+    "$(compose config --images app | head -n 1)" python3 -m serving.budget --replicas "${replicas:-2}" | sed 's/^/    /'
+}
+
 up() {
   in_swarm
   say "building the images"
@@ -84,6 +105,7 @@ up() {
       && COMPOSE_PROJECT_NAME=$check compose run --rm --no-deps -T nginx nginx -t -q -e stderr; } \
     || { COMPOSE_PROJECT_NAME=$check compose down >/dev/null 2>&1; exit 2; }
   COMPOSE_PROJECT_NAME=$check compose down >/dev/null 2>&1
+  budget
   local app nginx file
   app=$(tagged app)
   nginx=$(tagged nginx)

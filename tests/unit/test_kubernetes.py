@@ -26,6 +26,7 @@ import kubernetes_validate.utils
 import pytest
 import yaml
 
+from app import config
 from harness.stack import REPO
 from serving.middleware import READINESS_PATH
 from serving.settings import BUDGET, VARIABLES, load
@@ -39,6 +40,7 @@ POLICY_LOCK = REPO / "requirements" / "policy.txt"
 CHECKOV_VENV = REPO / ".cache" / "checkov-venv"
 
 SETTINGS = {variable.name: variable for variable in (*VARIABLES, BUDGET[0], BUDGET[1])}
+APP_SETTINGS = {setting.name: setting for setting in config.VARIABLES}
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 #: nginx's servers in a pod, which serves plain HTTP: every mode's, and the http mode's.
 NGINX_CONF = "".join(
@@ -201,8 +203,17 @@ def test_app_environment_is_the_projects_settings_and_starts(objects, overlay):
     app = container(objects[overlay], "app")
     variables = env(app)
     for name, item in variables.items():
-        assert name in SETTINGS, f"{name} is not a variable serving/settings.py declares"
+        if name in APP_SETTINGS:  # the app's own (app/config.py)
+            if "value" in item:
+                APP_SETTINGS[name].parse(name, item["value"])
+            continue
+        assert name in SETTINGS, f"{name} is not a variable serving/settings.py or app/config.py declares"
         SETTINGS[name].parse(name, item["value"])
+    # The secrets are files from the Secret's volume; the URL, without its password, from the Secret.
+    mounts = {m["name"]: m["mountPath"] for m in app["volumeMounts"]}
+    assert variables["SECRET_KEY_FILE"]["value"] == f"{mounts['secrets']}/secret_key"
+    assert variables["DATABASE_PASSWORD_FILE"]["value"] == f"{mounts['secrets']}/db_password"
+    assert variables["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "flask-concurrency"
     # The worker count follows the CPU limit: never written down.
     assert "WEB_CONCURRENCY" not in variables
     budget = COMPOSE["x-budget"]
@@ -210,7 +221,7 @@ def test_app_environment_is_the_projects_settings_and_starts(objects, overlay):
     assert variables["APP_STOP_GRACE_PERIOD"]["value"] == budget["app-stop-grace-period"]
     # The settings this pod would start with, on the CPUs its limit gives it.
     cpus = math.ceil(cpu(app["resources"]["limits"]["cpu"]))
-    settings = load({name: item["value"] for name, item in variables.items()}, cpus=cpus)
+    settings = load({name: item["value"] for name, item in variables.items() if name in SETTINGS}, cpus=cpus)
     assert settings.workers == 2 * cpus + 1
 
 
@@ -300,7 +311,10 @@ def test_only_nginx_reaches_gunicorn_and_only_monitoring_the_metrics(objects, ov
     assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     policy = find(objs, "NetworkPolicy", "app")
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    assert policy["spec"]["egress"] == []
+    # Out: the cluster's DNS and PostgreSQL's port, nothing else.
+    egress = policy["spec"]["egress"]
+    assert [sorted(p["port"] for p in rule["ports"]) for rule in egress] == [[53, 53], [5432]], egress
+    assert egress[0]["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
     names = {"http": bind_port(), "metrics": default("METRICS_PORT")}
     ports = []
     for rule in policy["spec"]["ingress"]:
