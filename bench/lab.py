@@ -112,8 +112,8 @@ class Lab:
         compose = self.stack.docker.compose
         # The project's own images first: the uWSGI peer's nginx is built FROM
         # the project's nginx image.
-        self.log("building the project's images (app, nginx) and the lab's (loadgen, peers, nginx variants)")
-        compose.build(services=["app", "nginx"], quiet=True)
+        self.log("building the project's images (app, nginx, db) and the lab's (loadgen, peers, nginx variants)")
+        compose.build(services=["app", "nginx", "db"], quiet=True)
         # Images shared by several services are built by one of them (the
         # services with `build: !reset null` reuse it): the build that
         # makes each image, and every service that runs it.

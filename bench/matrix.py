@@ -20,6 +20,14 @@ THREADS = 4
 GREENLETS = 1000
 #: CPUs each app server container may use (Compose `cpus:`), the same for all.
 APP_CPUS = 2.0
+#: gevent's database pool per worker (serving/settings.py's default): what
+#: bounds a database-bound endpoint, not the greenlets.
+GEVENT_DATABASE_POOL = 10
+#: Each class's database pool per worker (serving/settings.py's defaults).
+DATABASE_POOL = {"sync": 1, "gthread": THREADS, "gevent": GEVENT_DATABASE_POOL}
+#: The workload on the database (bench/compose.yml's `db`, PostgreSQL): only
+#: the project's own nginx → gunicorn configurations run it.
+DATABASE_WORKLOAD = "db"
 
 
 @dataclass(frozen=True)
@@ -43,8 +51,13 @@ class Config:
     workloads: tuple[str, ...] | None = None
     #: Services that must be up for this configuration.
     services: tuple[str, ...] = field(default=())
+    #: Database connections in all its pools (workers x pool per worker),
+    #: for the configurations that run the database workload; 0: none.
+    database_connections: int = 0
 
     def runs(self, workload: str) -> bool:
+        if workload == DATABASE_WORKLOAD:
+            return self.database_connections > 0
         return self.workloads is None or workload in self.workloads
 
     def all_services(self) -> tuple[str, ...]:
@@ -93,6 +106,9 @@ def _gunicorn(worker_class: str, per_worker: str) -> list[Config]:
             app_service=f"gunicorn-{worker_class}",
             front_service=f"nginx-{worker_class}",
             settings=f"the project's nginx → {settings}",
+            services=("db",),
+            database_connections=WORKERS
+            * {"sync": 1, "gthread": THREADS, "gevent": GEVENT_DATABASE_POOL}[worker_class],
         ),
     ]
 
@@ -284,11 +300,14 @@ class Workload:
 
 IO_MS = 100
 CPU_MS = 20
+#: Milliseconds each database request waits inside PostgreSQL (pg_sleep).
+DB_MS = 100
 MIX = (("/healthz", 70), (f"/work/io?ms={IO_MS}", 25), (f"/work/cpu?ms={CPU_MS}", 5))
 
 
 def workloads(quick: bool) -> tuple[Workload, ...]:
     fast_c, io_c, cpu_c, users = (32, 200, 8, 50) if quick else (64, 500, 16, 200)
+    db_c = 32 if quick else 64
     return (
         Workload(
             "fast",
@@ -325,6 +344,15 @@ def workloads(quick: bool) -> tuple[Workload, ...]:
             + ", ".join(f"{weight} % {path}" for path, weight in MIX),
             mix=MIX,
             think=(0.5, 1.0),
+        ),
+        Workload(
+            DATABASE_WORKLOAD,
+            f"database-bound {DB_MS} ms",
+            "wrk",
+            f"/db/sleep?ms={DB_MS}",
+            db_c,
+            f"GET /db/sleep?ms={DB_MS} (waits {DB_MS} ms inside PostgreSQL, on a pooled connection), "
+            f"{db_c} connections; the project's nginx → gunicorn only",
         ),
     )
 

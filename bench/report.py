@@ -10,7 +10,7 @@ import statistics
 from collections.abc import Iterable
 from pathlib import Path
 
-from bench.matrix import Config, Workload
+from bench.matrix import CONFIGS_BY_KEY, DATABASE_WORKLOAD, DB_MS, Config, Workload
 
 #: Where docs/benchmarks/README.md takes the generated part.
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
@@ -118,6 +118,21 @@ def ratios(runs: list[dict], workloads: tuple[Workload, ...]) -> list[dict]:
                 _ideal(runs, config, by_key["io"]),
                 workload="io",
             )
+    if DATABASE_WORKLOAD in by_key:
+        clients = by_key[DATABASE_WORKLOAD].concurrency
+        for cls in CLASSES:
+            config = CONFIGS_BY_KEY[f"nginx-{cls}"]
+            # What the pools allow: as many waits at once as connections, at most one per client.
+            ideal = min(clients, config.database_connections) / (DB_MS / 1000)
+            measured = [r for r in runs if r["config"] == config.key and r["workload"] == DATABASE_WORKLOAD]
+            values = [r["rps"] / ideal for r in measured]
+            if values:
+                add(
+                    f"vs the ideal database throughput (min(clients, connections in all the pools) ÷ {DB_MS} ms)",
+                    f"{config.key} ({config.database_connections} connections: ideal {ideal:.0f} req/s)",
+                    {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)},
+                    workload=DATABASE_WORKLOAD,
+                )
     for workload in ("fast", "io", "cpu", "mix"):
         for ours in [f"nginx-{c}" for c in CLASSES]:
             for peer in ("nginx-uwsgi-threads", "nginx-uwsgi-gevent"):

@@ -55,6 +55,10 @@ CPU_MS = (5, 10, 20)
 NAME_IO = "/work/io?ms=[N]"
 NAME_CPU = "/work/cpu?ms=[N]"
 NAME_NOT_FOUND = "/missing/[id] (404)"
+NAME_DB_SLEEP = "/db/sleep?ms=[N]"
+NAME_DB_ITEM = "/db/items/[id]"
+#: Milliseconds asked of /db/sleep (a wait inside the database).
+DB_MS = (10, 20, 50)
 
 #: Where the reports directory is mounted (loadtest/entrypoint.py).
 REPORTS_MOUNT = "/reports"
@@ -97,6 +101,24 @@ class StackUser(FastHttpUser):
                 response.success()
             else:
                 response.failure(f"expected 404, got {response.status_code}")
+
+    def on_start(self):
+        # With a database (the stack's readiness checks it: docs/database.md),
+        # its endpoints join the mix: waits inside it, rows written and read.
+        response = self.client.get("/readyz", name="/readyz")
+        checks = response.json().get("checks", []) if response.status_code == 200 else []
+        if "database" in checks:
+            self.tasks = [*type(self).tasks, *[database_sleep] * 10, *[database_write_read] * 3]
+
+
+def database_sleep(user):
+    user.client.get(f"/db/sleep?ms={random.choice(DB_MS)}", name=NAME_DB_SLEEP)
+
+
+def database_write_read(user):
+    created = user.client.post("/db/items", json={"name": f"load-{random.randrange(10**9)}"}, name="/db/items")
+    if created.status_code == 201:
+        user.client.get(f"/db/items/{created.json()['id']}", name=NAME_DB_ITEM)
 
 
 # --- thresholds --------------------------------------------------------------
