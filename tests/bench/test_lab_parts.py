@@ -5,9 +5,11 @@ The lab as a whole is test_lab.py's subject (`-m bench`)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import ssl
 import stat
+import subprocess
 
 import pytest
 
@@ -183,3 +185,41 @@ def test_the_drain_waits_for_connections_in_the_listen_queue():
     # 0x1B8 = 440 waiting on :8000; an accepted connection's unread bytes do not count.
     assert _accept_queued(proc_net_tcp) == 440
     assert _accept_queued(proc_net_tcp.replace("000001B8", "00000000")) == 0
+
+
+def test_every_lab_server_that_names_a_password_file_mounts_it(tmp_path):
+    # A server started with DATABASE_PASSWORD_FILE but without the secret
+    # stops at start ("cannot be read"), and the lab waits for it in vain.
+    rendered = subprocess.run(
+        [
+            "docker",
+            "compose",
+            "-f",
+            "docker-compose.yml",
+            "-f",
+            "bench/compose.yml",
+            "-p",
+            "lab-config-check",
+            "--profile",
+            "bench",
+            "config",
+            "--format",
+            "json",
+        ],
+        cwd=REPO,
+        env={**os.environ, "BENCH_TLS_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    services = json.loads(rendered.stdout)["services"]
+    named = {
+        name: service["environment"]["DATABASE_PASSWORD_FILE"]
+        for name, service in services.items()
+        if "bench" in service.get("profiles", []) and (service.get("environment") or {}).get("DATABASE_PASSWORD_FILE")
+    }
+    assert set(named) >= {"gunicorn-sync", "gunicorn-gthread", "gunicorn-gevent"}
+    for name, path in named.items():
+        targets = (s.get("target") or s["source"] for s in services[name].get("secrets", []))
+        mounted = {t if t.startswith("/") else f"/run/secrets/{t}" for t in targets}
+        assert path in mounted, f"{name} names {path} but mounts {sorted(mounted) or 'no secret'}"
