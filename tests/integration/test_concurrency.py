@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 #: Per class: the stack's settings (two workers each) and what one worker
 #: serves at once by design. DEMO_MAX_WORK_MS is raised above
 #: GUNICORN_TIMEOUT on purpose here, to provoke timeouts.
-PROVOKE = {"GUNICORN_TIMEOUT": "5", "DEMO_MAX_WORK_MS": "10000"}
+PROVOKE = {"GUNICORN_TIMEOUT": "5", "DEMO_MAX_WORK_MS": "20000"}
 CONFIGURATIONS = {
     "sync": ({"WORKER_CLASS": "sync", "WEB_CONCURRENCY": "2", **PROVOKE}, 1),
     "gthread": ({"WORKER_CLASS": "gthread", "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "4", **PROVOKE}, 4),
@@ -267,22 +267,33 @@ def test_timeout_budget_is_read_from_nginx_and_compose_not_mirrored(stacks):
         assert f"{name}={int(outer)} is out of range" in refused.value.stderr
 
 
-@pytest.mark.parametrize(("worker_class", "path"), [("sync", "/work/io?ms=8000"), ("gevent", "/work/cpu?ms=8000")])
+#: What the requests below would take if left alone: 20 s of sleep, or of the
+#: worker's own CPU time, which no busy machine makes shorter.
+OUTLIVING_S = 20
+
+
+@pytest.mark.parametrize(
+    ("worker_class", "path"),
+    [("sync", f"/work/io?ms={OUTLIVING_S * 1000}"), ("gevent", f"/work/cpu?ms={OUTLIVING_S * 1000}")],
+)
 def test_request_outliving_the_worker_timeout_gets_json_502_and_the_worker_is_replaced(stacks, worker_class, path):
     stack = stacks(worker_class)
     config = stack.effective_config()
     assert config["timeout"] == 5
     started = time.monotonic()
-    response = stack.get(path, timeout=30)
+    response = stack.get(path, timeout=OUTLIVING_S + 30)
     waited = time.monotonic() - started
     print(f"\n{worker_class}: {path} answered {response.status_code} after {waited:.1f} s")
-    # Left alone the request would have answered 200 after 8 s; the worker
-    # was killed at its timeout instead, and nginx said so in JSON.
-    assert response.status_code in (502, 504)
+    # Left alone the request would have answered 200 after 20 s; the worker
+    # was killed at its timeout instead (the upstream closed: 502, not
+    # nginx's own 504), and nginx said so in JSON.
+    assert response.status_code == 502
     # The arbiter kills a worker whose heartbeat is older than the timeout;
     # the heartbeat is at most half the timeout old when the request starts
     # (gunicorn gives its workers timeout / 2; gevent's beats every second).
-    assert config["timeout"] / 2 <= waited < 8, f"{waited:.1f} s"
+    # The upper bound is the request's own length, not a timing target: on a
+    # loaded machine the kill comes later, but always before the request ends.
+    assert config["timeout"] / 2 <= waited < OUTLIVING_S, f"{waited:.1f} s"
     assert response.json()["error"]["source"] == "nginx"
     logs = stack.logs("app")
     assert "WORKER TIMEOUT" in logs
