@@ -28,8 +28,13 @@ WORKDIR /srv
 # rebuilds only the last layers.
 COPY serving/ /srv/serving/
 COPY app/ /srv/app/
-# Bytecode is compiled now because the root filesystem is read-only at run time.
-RUN python3 -m compileall -q /srv/serving /srv/app
+# The static files' content-hashed copies, gzipped beside them, and the
+# manifest static_url_for() reads (flask-static-digest; docs/static.md), then
+# bytecode: both now, because the root filesystem is read-only at run time.
+RUN python3 -m flask --app app.factory:create_app digest compile >/dev/null \
+    && python3 -m compileall -q /srv/serving /srv/app
+# Where the app publishes its static files for nginx (a volume both mount).
+RUN install -d -o 10001 -g 10001 /srv/static
 # A fixed numeric id, so that the image needs no user database and file
 # ownership on mounted volumes is predictable.
 USER 10001:10001

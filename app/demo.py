@@ -16,7 +16,7 @@ import os
 import secrets
 import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify, render_template, request
 from sqlalchemy import text
 from werkzeug.exceptions import NotFound
 
@@ -91,6 +91,13 @@ def work_upload():
     started_at = time.time()
     body = request.get_data(cache=False)
     return timing(started_at, kind="upload", bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
+
+
+@bp.get("/demo")
+def demo_page():
+    """An HTML page from a template, whose stylesheet and script are served
+    by nginx under content-hashed names (app/static/, docs/static.md)."""
+    return render_template("demo.html")
 
 
 @bp.get("/client")

@@ -2,7 +2,8 @@
 `app.wsgi:application`.
 
 It wires the parts: your settings (app/config.py), JSON errors
-(app/errors.py), the database when one is configured (app/db.py), health
+(app/errors.py), the static files' hashed names (app/static/), the database
+when one is configured (app/db.py), health
 (app/health.py), your views (app/views.py) and, while DEMO_ENDPOINTS is on,
 the demonstration endpoints (app/demo.py). What the
 server owes every request (the request id, the trusted proxies' headers,
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 
 from flask import Flask
+from flask_static_digest import FlaskStaticDigest
 
 from app import config, db, demo, errors, health, views
 
@@ -49,6 +51,10 @@ def create_app() -> Flask:
     app.config.update(config.from_environ(), MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, READINESS_CHECKS={})
     app.json.sort_keys = False
     errors.register(app)
+    # static_url_for() in templates: app/static/'s content-hashed names, from
+    # the manifest the image build wrote (docs/static.md); the plain names
+    # where there is none (make dev).
+    FlaskStaticDigest(app)
     has_database = db.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)
