@@ -13,7 +13,7 @@ PYTHON := $(VENV)/bin/python
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m unit"`.
 PYTEST_ARGS ?=
 
-.PHONY: help images check up dev monitor db-delete-data swarm-up swarm-down certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock
+.PHONY: help images check up dev monitor db-delete-data static-prune swarm-up swarm-down certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -94,6 +94,9 @@ reload-nginx: ## Check nginx's config, then reload it gracefully (renewed certif
 
 down: ## Stop and remove the stack's containers and networks (the database's data volume stays)
 	@$(COMPOSE) --profile '*' down --remove-orphans
+
+static-prune: ## Remove the static files no recent release names (KEEP=2 releases; docs/static.md)
+	@$(COMPOSE) exec -T app python3 -m serving.static prune /srv/static --keep $(or $(KEEP),2)
 
 db-delete-data: ## Delete the bundled database's data (the db-data volume): CONFIRM=yes
 	@if [ "$(CONFIRM)" != yes ]; then \

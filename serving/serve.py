@@ -15,6 +15,7 @@ them again.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 from serving.settings import SettingsError, current
@@ -29,6 +30,24 @@ def main() -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr, flush=True)
         return 2
+    if settings.static_publish_dir:
+        if not os.path.isdir(settings.static_publish_dir):
+            print(
+                f"configuration error: STATIC_PUBLISH_DIR={settings.static_publish_dir!r} is not a directory "
+                "(docker-compose.yml mounts the `static` volume there)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 2
+        # The release's static files where nginx serves them, before gunicorn
+        # answers (serving/static.py); in a process of its own, which may
+        # import the app as the master must not.
+        published = subprocess.run(
+            [sys.executable, "-m", "serving.static", "publish", settings.static_publish_dir], check=False
+        )
+        if published.returncode:
+            print("the static files could not be published: the start stops here", file=sys.stderr, flush=True)
+            return published.returncode
     os.environ["WEB_CONCURRENCY"] = str(settings.workers)
     sys.argv = list(GUNICORN_ARGV)
     from gunicorn.app.wsgiapp import WSGIApplication  # reads WEB_CONCURRENCY as it is imported

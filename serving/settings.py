@@ -281,6 +281,17 @@ VARIABLES: tuple[Variable, ...] = (
         gunicorn=False,
     ),
     Variable(
+        "STATIC_PUBLISH_DIR",
+        "static_publish_dir",
+        _text,
+        "",
+        "none",
+        "where the app copies its static files for nginx when it starts: docker-compose.yml sets the volume both "
+        "mount (docs/static.md); none: not copied",
+        compose=False,
+        gunicorn=False,
+    ),
+    Variable(
         "DATABASE_POOL_SIZE",
         "database_pool_size",
         _integer(1, 1000),
@@ -341,6 +352,7 @@ class Settings:
     bind: str
     forwarded_allow_ips: str
     stock_workers: bool
+    static_publish_dir: str
     database_pool_size: int
     database_reserved_connections: int
 

@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from harness.load import CLIENTS, Load, LoadResult
 from harness.stack import REPO, Stack, app_build_context
@@ -268,6 +273,73 @@ def test_make_deploy_after_an_app_change_fails_no_request(ops, measured):
     assert len(after) == 2 and not set(after) & set(before), "two new replicas, none of the old"
     assert ops.get("/").json()["release"] == "next"
     assert "2 replica(s) serving" in deployed.output
+
+
+class PageFollower:
+    """A browser's part during a deploy, in a thread: the demo page, then
+    every asset it links, again and again; each page's links are followed
+    after the page came, possibly from a replica the deploy has since removed."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.pages = 0
+        self.stylesheets: set[str] = set()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with requests.Session() as session:
+            # As a browser (and hey, above) does: a GET that meets a kept-alive
+            # connection nginx just closed (its reload) is sent again, once,
+            # on a new one. Any answer, or a second failure, counts.
+            session.mount("http://", HTTPAdapter(max_retries=Retry(total=1, connect=1, read=1, status=0)))
+            while not self._stop.is_set():
+                try:
+                    page = session.get(self.stack.url + "/demo", timeout=30)
+                    if page.status_code != 200:
+                        self.failures.append(f"/demo: {page.status_code}")
+                        continue
+                    self.pages += 1
+                    for url in re.findall(r'(?:href|src)="(/static/[^"]+)"', page.text):
+                        if url.endswith(".css"):
+                            self.stylesheets.add(url)
+                        asset = session.get(self.stack.url + url, timeout=30)
+                        if asset.status_code != 200:
+                            self.failures.append(f"{url}: {asset.status_code}")
+                except requests.RequestException as exc:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+def test_make_deploy_of_a_changed_stylesheet_keeps_every_releases_pages_whole(ops, measured):
+    stylesheet = ops.context / "app" / "static" / "demo.css"
+    original = stylesheet.read_text()
+    stylesheet.write_text(original + "\n/* the next release */\nh1 { letter-spacing: 0.01em; }\n")
+    follower = PageFollower(ops)
+    try:
+        result, deployed = under_load(
+            ops, measured, "make deploy of a changed stylesheet, pages followed", lambda: make(ops, "deploy")
+        )
+    finally:
+        follower.stop()
+        stylesheet.write_text(original)
+    assert deployed.returncode == 0, deployed.output
+    assert result.failed == 0, result.summary()
+    assert follower.pages > 10 and follower.failures == [], (follower.pages, follower.failures[:10])
+    # Pages of both releases were served during the deploy, each linking its
+    # own stylesheet, and both stylesheets still resolve after it.
+    assert len(follower.stylesheets) == 2, follower.stylesheets
+    contents = set()
+    for url in follower.stylesheets:
+        response = ops.get(url)
+        assert response.status_code == 200 and response.headers["Cache-Control"].endswith("immutable"), url
+        contents.add(response.content)
+    assert len(contents) == 2 and any(b"the next release" in c for c in contents)
 
 
 def test_make_deploy_scales_up_and_down_failing_no_request(ops, measured):

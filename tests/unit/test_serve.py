@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from tests.unit.conftest import REPO_ROOT
+
 pytestmark = pytest.mark.unit
 
 #: serve.main(), with serving.settings.load counted: each call prints a line.
@@ -42,6 +44,28 @@ def test_the_app_refusing_a_setting_stops_the_start_with_one_line(helpers, env_f
     assert result.returncode != 0
     assert "configuration error: DEMO_MAX_WORK_MS='soon' is not valid" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_missing_static_publish_dir_stops_the_start_with_one_line(helpers, env_factory, tmp_path):
+    missing = tmp_path / "no-such-volume"
+    result = helpers.run_python(["-m", "serving.serve"], env_factory(STATIC_PUBLISH_DIR=str(missing)))
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == f"configuration error: STATIC_PUBLISH_DIR={str(missing)!r} is not a directory "
+        "(docker-compose.yml mounts the `static` volume there)"
+    )
+
+
+def test_the_static_files_are_published_before_gunicorn_answers(helpers, env_factory, tmp_path):
+    port = helpers.free_port()
+    published = tmp_path / "static"
+    published.mkdir()
+    env = env_factory(
+        WEB_CONCURRENCY="1", GUNICORN_BIND=f"127.0.0.1:{port}", METRICS_PORT="0", STATIC_PUBLISH_DIR=str(published)
+    )
+    with helpers.serving(["-m", "serving.serve"], env, tmp_path / "serve.log", port) as (_, body):
+        assert body["status"] == "ok"
+        assert (published / "demo.css").read_bytes() == (REPO_ROOT / "app/static/demo.css").read_bytes()
 
 
 def test_the_process_becomes_gunicorn_having_read_the_settings_once(helpers, env_factory, tmp_path):

@@ -95,6 +95,7 @@ def test_every_variable_overrides():
         "LOG_FORMAT": "text",
         "METRICS_PORT": "9200",
         "GUNICORN_STOCK_WORKERS": "true",
+        "STATIC_PUBLISH_DIR": "/srv/static",
         "DATABASE_POOL_SIZE": "3",
         "DATABASE_RESERVED_CONNECTIONS": "9",
     }
@@ -116,6 +117,7 @@ def test_every_variable_overrides():
     assert s.log_format == "text"
     assert s.metrics_port == 9200
     assert s.stock_workers is True
+    assert s.static_publish_dir == "/srv/static"
     assert (s.database_pool_size, s.database_reserved_connections) == (3, 9)
 
 
