@@ -102,7 +102,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, help="override the profile's seconds per run")
     parser.add_argument("--warmup", type=int, help="override the profile's warm-up seconds")
     parser.add_argument("--configs", help=f"comma-separated subset of: {','.join(CONFIGS_BY_KEY)}")
-    parser.add_argument("--workloads", help="comma-separated subset of: fast,io,cpu,mix")
+    parser.add_argument(
+        "--workloads", help="comma-separated subset of: " + ",".join(w.key for w in workloads(quick=False))
+    )
     parser.add_argument("--no-build", action="store_true", help="use the images as they are")
     parser.add_argument(
         "--gunicorn-args", default="", help="extra gunicorn options for every gunicorn configuration, to try one"

@@ -28,6 +28,10 @@ DATABASE_POOL = {"sync": 1, "gthread": THREADS, "gevent": GEVENT_DATABASE_POOL}
 #: The workload on the database (bench/compose.yml's `db`, PostgreSQL): only
 #: the project's own nginx → gunicorn configurations run it.
 DATABASE_WORKLOAD = "db"
+#: A static file from nginx's disk (docs/static.md), against /healthz through
+#: gunicorn on the same nginx: only nginx → gunicorn gthread runs it.
+STATIC_WORKLOAD = "static"
+STATIC_PATH = "/static/demo.css"
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,14 @@ class Config:
     #: Database connections in all its pools (workers x pool per worker),
     #: for the configurations that run the database workload; 0: none.
     database_connections: int = 0
+    #: Whether its nginx serves the app's static files (the static workload).
+    serves_static: bool = False
 
     def runs(self, workload: str) -> bool:
         if workload == DATABASE_WORKLOAD:
             return self.database_connections > 0
+        if workload == STATIC_WORKLOAD:
+            return self.serves_static
         return self.workloads is None or workload in self.workloads
 
     def all_services(self) -> tuple[str, ...]:
@@ -109,6 +117,7 @@ def _gunicorn(worker_class: str, per_worker: str) -> list[Config]:
             services=("db",),
             database_connections=WORKERS
             * {"sync": 1, "gthread": THREADS, "gevent": GEVENT_DATABASE_POOL}[worker_class],
+            serves_static=worker_class == "gthread",
         ),
     ]
 
@@ -353,6 +362,16 @@ def workloads(quick: bool) -> tuple[Workload, ...]:
             db_c,
             f"GET /db/sleep?ms={DB_MS} (waits {DB_MS} ms inside PostgreSQL, on a pooled connection), "
             f"{db_c} connections; the project's nginx → gunicorn only",
+        ),
+        Workload(
+            STATIC_WORKLOAD,
+            "static file",
+            "wrk",
+            STATIC_PATH,
+            fast_c,
+            f"GET {STATIC_PATH} (the demo stylesheet, uncompressed: wrk asks for no gzip) from nginx's disk, "
+            f"never gunicorn, {fast_c} keep-alive connections; nginx → gunicorn gthread's nginx only, "
+            "beside its fast JSON",
         ),
     )
 

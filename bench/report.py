@@ -10,7 +10,7 @@ import statistics
 from collections.abc import Iterable
 from pathlib import Path
 
-from bench.matrix import CONFIGS_BY_KEY, DATABASE_WORKLOAD, DB_MS, Config, Workload
+from bench.matrix import CONFIGS_BY_KEY, DATABASE_WORKLOAD, DB_MS, STATIC_WORKLOAD, Config, Workload
 
 #: Where docs/benchmarks/README.md takes the generated part.
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
@@ -133,6 +133,13 @@ def ratios(runs: list[dict], workloads: tuple[Workload, ...]) -> list[dict]:
                     {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)},
                     workload=DATABASE_WORKLOAD,
                 )
+    for config in [c for c in CONFIGS_BY_KEY.values() if c.serves_static]:
+        add(
+            "a static file from nginx vs /healthz through gunicorn, same nginx (req/s)",
+            f"{config.key}",
+            paired_ratio(runs, (config.key, STATIC_WORKLOAD), (config.key, "fast")),
+            workload=STATIC_WORKLOAD,
+        )
     for workload in ("fast", "io", "cpu", "mix"):
         for ours in [f"nginx-{c}" for c in CLASSES]:
             for peer in ("nginx-uwsgi-threads", "nginx-uwsgi-gevent"):

@@ -79,6 +79,13 @@ def test_every_configuration_served_every_workload_without_errors(results):
     assert {c["key"] for c in results["configs"]} == {c.key for c in CONFIGS}
 
 
+def test_a_static_file_from_nginx_outruns_healthz_through_gunicorn_on_the_same_nginx(results):
+    # Side by side in the same pass: a file from nginx's disk costs no
+    # upstream round trip and no Python, so even CI's 1 s runs tell them apart.
+    (ratio,) = [r for r in results["ratios"] if r["group"].startswith("a static file from nginx")]
+    assert ratio["name"] == "nginx-gthread" and ratio["median"] > 1, ratio
+
+
 def test_each_app_server_reports_the_settings_the_table_states(results):
     described = results["described"]
     for cls in ("sync", "gthread", "gevent"):
