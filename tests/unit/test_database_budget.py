@@ -54,13 +54,27 @@ def test_the_budget_is_replicas_workers_pool_doubled_plus_the_reserve():
         (2, "sync", 25, True),
         (2, "gthread", 85, True),
         (10, "gthread", 405, False),
+        (2, "gevent", 205, False),
     ],
 )
 def test_the_figures_the_docs_state(replicas, worker_class, needed, fits):
     b = budget(replicas, worker_class)
     assert (b.needed, b.fits()) == (needed, fits)
     docs = (REPO / "docs" / "database.md").read_text()
-    assert "20 + 5" in docs and "80 + 5" in docs and "10 replicas of it do not" in docs
+    assert "20 + 5" in docs and "80 + 5" in docs and "10 replicas of it do not" in docs and "200 + 5" in docs
+
+
+@pytest.mark.parametrize("change", [{"WEB_CONCURRENCY": "2"}, {"DATABASE_POOL_SIZE": "4"}])
+def test_either_fix_the_docs_give_for_gevent_fits(change):
+    settings = load({"WORKER_CLASS": "gevent", **change}, cpus=2)
+    b = Budget(
+        replicas=2,
+        workers=settings.workers,
+        pool_size=settings.database_pool_size,
+        reserved=settings.database_reserved_connections,
+        **POSTGRES_DEFAULTS,
+    )
+    assert (b.needed, b.fits()) == (85, True)
 
 
 def test_reserved_connections_lower_what_is_allowed():
