@@ -169,6 +169,7 @@ def test_clients_behind_the_named_proxy_are_limited_logged_and_seen_by_their_own
     assert first["address"] != second["address"]
     for run in (first, second):
         counts = statuses(run)
+        print(f"\nclient {run['address']} behind the proxy, {AT_ONCE} at once: {dict(sorted(counts.items()))}")
         # Limited by its own address: 1 + the burst answered, the rest a JSON 429.
         assert set(counts) == {200, 429}, counts
         assert counts[200] <= 1 + int(BURST) + 1 and counts[429] >= AT_ONCE - int(BURST) - 2, counts
@@ -189,6 +190,7 @@ def test_a_client_reaching_nginx_directly_cannot_choose_its_address(behind_a_pro
     # forging another address and https.
     forger = from_container(behind_a_proxy, "lb", "http://nginx:8080/client", forge=True)
     counts = statuses(forger)
+    print(f"\nforging client {forger['address']}, {AT_ONCE} at once: {dict(sorted(counts.items()))}")
     assert counts.get(429, 0) >= AT_ONCE - int(BURST) - 2, counts
     answered = [body for status, body in forger["results"] if status == 200]
     assert answered and all(body["remote_addr"] == forger["address"] and body["scheme"] == "http" for body in answered)
