@@ -67,13 +67,17 @@ def publish(source: Path, destination: Path) -> tuple[int, int]:
     manifest = source / MANIFEST
     if manifest.exists():
         release = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
-        _copy(manifest, destination / MANIFESTS / f"{release}.json")
+        target = destination / MANIFESTS / f"{release}.json"
+        _copy(manifest, target)
+        # Its time is the release's last start, which prune() ranks by: a
+        # rolled-back release is the newest again, though its manifest was there.
+        os.utime(target)
     return files, written
 
 
 def prune(destination: Path, keep: int) -> int:
-    """Remove the hashed files (and their .gz) no one of the `keep` newest
-    releases' manifests names; returns how many went."""
+    """Remove the hashed files (and their .gz) no one of the `keep` most
+    recently started releases' manifests names; returns how many went."""
     manifests = sorted((destination / MANIFESTS).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     wanted: set[str] = set()
     for manifest in manifests[:keep]:

@@ -341,6 +341,16 @@ def test_make_deploy_of_a_changed_stylesheet_keeps_every_releases_pages_whole(op
         contents.add(response.content)
     assert len(contents) == 2 and any(b"the next release" in c for c in contents)
 
+    # Once the deploy is over, make static-prune drops what only the old release named.
+    pruned = make(ops, "static-prune", KEEP="1")
+    assert pruned.returncode == 0, pruned.output
+    (new,) = [url for url in follower.stylesheets if b"the next release" in ops.get(url).content]
+    (old,) = follower.stylesheets - {new}
+    assert ops.get(old).status_code == 404
+    page = ops.get("/demo").text
+    for url in re.findall(r'(?:href|src)="(/static/[^"]+)"', page):
+        assert ops.get(url).status_code == 200, url
+
 
 def test_make_deploy_scales_up_and_down_failing_no_request(ops, measured):
     result, up = under_load(

@@ -70,3 +70,23 @@ def test_prune_keeps_what_the_newest_releases_name(tmp_path):
     assert (published / names[1]).exists() and (published / names[2]).exists()
     assert (published / "site.css").exists()  # plain names are never pruned
     assert len(list((published / static.MANIFESTS).iterdir())) == 2
+
+
+def test_a_rolled_back_release_counts_as_the_newest(tmp_path):
+    published = tmp_path / "published"
+    published.mkdir()
+    manifests = published / static.MANIFESTS
+    red = release(tmp_path / "app", "body { color: red }")["site.css"]
+    static.publish(tmp_path / "app", published)
+    for manifest in manifests.glob("*.json"):
+        os.utime(manifest, (time.time() - 10,) * 2)
+    blue = release(tmp_path / "app", "body { color: blue }")["site.css"]
+    static.publish(tmp_path / "app", published)
+    for manifest in manifests.glob("*.json"):
+        if json.loads(manifest.read_text())["site.css"] == blue:
+            os.utime(manifest, (time.time() - 5,) * 2)
+    # The deploy is rolled back: red starts again, its manifest already there.
+    release(tmp_path / "app", "body { color: red }")
+    static.publish(tmp_path / "app", published)
+    assert static.prune(published, keep=1) == 2  # blue's file and its .gz
+    assert (published / red).exists() and not (published / blue).exists()
