@@ -96,7 +96,7 @@ down: ## Stop and remove the stack's containers and networks (the database's dat
 	@$(COMPOSE) --profile '*' down --remove-orphans
 
 static-prune: ## Remove the static files no recent release names (KEEP=2 releases; docs/static.md)
-	@$(COMPOSE) exec -T app python3 -m serving.static prune /srv/static --keep $(or $(KEEP),2)
+	@$(COMPOSE) exec -T app python3 -m serving.static prune --keep $(or $(KEEP),2)
 
 db-delete-data: ## Delete the bundled database's data (the db-data volume): CONFIRM=yes
 	@if [ "$(CONFIRM)" != yes ]; then \

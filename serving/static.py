@@ -1,7 +1,9 @@
 """The app's static files, published where nginx serves them.
 
-    python -m serving.static publish DIRECTORY
-    python -m serving.static prune DIRECTORY [--keep N]
+    python -m serving.static publish [DIRECTORY]
+    python -m serving.static prune [DIRECTORY] [--keep N]
+
+DIRECTORY is STATIC_PUBLISH_DIR's by default (serving/settings.py).
 
 nginx serves /static/ from a volume it shares with the app (docker-compose.yml's
 `static` volume; never through gunicorn). Each app replica publishes its
@@ -98,11 +100,19 @@ def prune(destination: Path, keep: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("publish").add_argument("directory", type=Path)
-    pruning = commands.add_parser("prune")
-    pruning.add_argument("directory", type=Path)
+    publishing, pruning = commands.add_parser("publish"), commands.add_parser("prune")
+    for command in (publishing, pruning):
+        command.add_argument("directory", type=Path, nargs="?", help="default: STATIC_PUBLISH_DIR")
     pruning.add_argument("--keep", type=int, default=2, help="releases whose files stay (default 2)")
     args = parser.parse_args(argv)
+    if args.directory is None:
+        from serving.settings import read
+
+        configured = read("STATIC_PUBLISH_DIR")
+        if not configured:
+            print("static files: no directory given and STATIC_PUBLISH_DIR is not set", file=sys.stderr)
+            return 2
+        args.directory = Path(configured)
     if not args.directory.is_dir():
         print(f"static files: {args.directory} is not a directory", file=sys.stderr)
         return 2

@@ -90,3 +90,15 @@ def test_a_rolled_back_release_counts_as_the_newest(tmp_path):
     static.publish(tmp_path / "app", published)
     assert static.prune(published, keep=1) == 2  # blue's file and its .gz
     assert (published / red).exists() and not (published / blue).exists()
+
+
+def test_prune_takes_its_directory_from_static_publish_dir(tmp_path, monkeypatch, capsys):
+    # make static-prune names no directory: the container's setting does.
+    published = tmp_path / "published"
+    published.mkdir()
+    monkeypatch.setenv("STATIC_PUBLISH_DIR", str(published))
+    assert static.main(["prune", "--keep", "1"]) == 0
+    assert "removed" in capsys.readouterr().out
+    monkeypatch.setenv("STATIC_PUBLISH_DIR", "")
+    assert static.main(["prune"]) == 2
+    assert "STATIC_PUBLISH_DIR is not set" in capsys.readouterr().err
