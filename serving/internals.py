@@ -207,6 +207,14 @@ INTERNALS: tuple[Internal, ...] = (
         METRICS,
         "a file's kind is its name up to the first _: counter_archive.db is a counter",
     ),
+    # --- the image build: flask-static-digest's digester, without making the app
+    method(
+        "flask_static_digest.digester.compile",
+        "input_path, output_path, digest_blacklist_filter, gzip_files, brotli_files",
+        "Dockerfile",
+        "static",
+        "the build hashes and gzips app/static/ as `flask digest compile` does, without making the app",
+    ),
 )
 
 
