@@ -83,6 +83,15 @@ def main(app_image: str, nginx_image: str) -> None:
         },
         "networks": {name: network(spec) for name, spec in config.get("networks", {}).items()},
         "secrets": {name: secret(spec) for name, spec in config.get("secrets", {}).items()},
+        # The named volumes the kept services mount (the static files'): local
+        # volumes of the stack, on each node.
+        "volumes": {
+            mount["source"]: {}
+            for name, spec in config["services"].items()
+            if name in images
+            for mount in spec.get("volumes", [])
+            if mount.get("type") == "volume"
+        },
     }
     json.dump(stack, sys.stdout, indent=2)
     print()
