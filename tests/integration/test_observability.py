@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -184,6 +185,60 @@ def test_targets_follow_replicas_as_they_come_and_go(monitored):
     )
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     assert eventually(lambda: all_up(monitored, 2)), active_targets(monitored)
+
+
+#: Each worker recycled after 20 requests: 2,000 requests over 2 replicas of 5
+#: workers are about 100 recycles.
+RECYCLE_AFTER, RECYCLED_REQUESTS = 20, 2000
+COUNT_METRICS_FILES = "import glob; print(len(glob.glob('/tmp/metrics/*.db') + glob.glob('/tmp/metrics/retired/*.db')))"
+TIME_A_SCRAPE = (
+    "import time, urllib.request as u; t = time.monotonic(); "
+    "u.urlopen('http://127.0.0.1:9100/metrics', timeout=10).read(); print(time.monotonic() - t)"
+)
+
+
+def in_container(container, code: str) -> str:
+    return subprocess.run(
+        ["docker", "exec", container.id, "python3", "-c", code], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.strip()
+
+
+def test_prometheus_counts_every_request_exactly_while_workers_recycle(monitored):
+    """Deployed with GUNICORN_MAX_REQUESTS=20, 2,000 requests recycle each
+    worker about 20 times: Prometheus's counter rises by exactly 2,000, each
+    replica's metrics directory holds its live workers' files and two
+    archives, and a scrape stays quick."""
+    environment = {**os.environ, **monitored.cli_environment(), "GUNICORN_MAX_REQUESTS": str(RECYCLE_AFTER)}
+    deployed = subprocess.run(
+        ["make", "--no-print-directory", "deploy"], cwd=REPO, env=environment, capture_output=True, text=True
+    )
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    config = monitored.effective_config()
+    assert config["max_requests"] == RECYCLE_AFTER
+    assert eventually(lambda: all_up(monitored, 2)), active_targets(monitored)
+    time.sleep(6)  # a scrape after the old replicas' targets went: their series are stale
+    counted = 'sum(flask_http_requests_total{endpoint="/work/io",status="200"})'
+    before = value(monitored, counted) or 0
+
+    def one(_: int) -> int:
+        return requests.get(f"{monitored.url}/work/io?ms=0", timeout=30).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(one, range(RECYCLED_REQUESTS)))
+    assert statuses.count(200) == RECYCLED_REQUESTS, {s: statuses.count(s) for s in set(statuses)}
+    assert eventually(lambda: value(monitored, counted) == before + RECYCLED_REQUESTS), (
+        value(monitored, counted),
+        before + RECYCLED_REQUESTS,
+    )
+    boots = value(monitored, "sum(gunicorn_worker_boots_total)")
+    assert boots >= 2 * config["workers"] + RECYCLED_REQUESTS // RECYCLE_AFTER // 2, boots
+    for container in monitored.containers("app"):
+        # Per live worker: counter, histogram and the two live gauges' files;
+        # two archives; a few retired files may wait for their merge.
+        files = int(in_container(container, COUNT_METRICS_FILES))
+        assert files <= config["workers"] * 4 + 2 + 4, (container.name, files)
+        assert float(in_container(container, TIME_A_SCRAPE)) < 1.0
+    print(f"\n{RECYCLED_REQUESTS} requests, {boots:.0f} worker boots in all: Prometheus counted exactly")
 
 
 # --- where metrics are and are not -----------------------------------------------------
