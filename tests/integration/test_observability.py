@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from harness.stack import REPO, Stack, free_port
+from tests.replica_metrics import metrics_files, scrape_seconds
 
 pytestmark = pytest.mark.integration
 
@@ -190,17 +191,6 @@ def test_targets_follow_replicas_as_they_come_and_go(monitored):
 #: Each worker recycled after 20 requests: 2,000 requests over 2 replicas of 5
 #: workers are about 100 recycles.
 RECYCLE_AFTER, RECYCLED_REQUESTS = 20, 2000
-COUNT_METRICS_FILES = "import glob; print(len(glob.glob('/tmp/metrics/*.db') + glob.glob('/tmp/metrics/retired/*.db')))"
-TIME_A_SCRAPE = (
-    "import time, urllib.request as u; t = time.monotonic(); "
-    "u.urlopen('http://127.0.0.1:9100/metrics', timeout=10).read(); print(time.monotonic() - t)"
-)
-
-
-def in_container(container, code: str) -> str:
-    return subprocess.run(
-        ["docker", "exec", container.id, "python3", "-c", code], capture_output=True, text=True, check=True, timeout=30
-    ).stdout.strip()
 
 
 def test_prometheus_counts_every_request_exactly_while_workers_recycle(monitored):
@@ -235,9 +225,9 @@ def test_prometheus_counts_every_request_exactly_while_workers_recycle(monitored
     for container in monitored.containers("app"):
         # Per live worker: counter, histogram and the two live gauges' files;
         # two archives; a few retired files may wait for their merge.
-        files = int(in_container(container, COUNT_METRICS_FILES))
+        files = metrics_files(container.id)
         assert files <= config["workers"] * 4 + 2 + 4, (container.name, files)
-        assert float(in_container(container, TIME_A_SCRAPE)) < 1.0
+        assert scrape_seconds(container.id) < 1.0
     print(f"\n{RECYCLED_REQUESTS} requests, {boots:.0f} worker boots in all: Prometheus counted exactly")
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from harness.stack import Stack
+from tests.replica_metrics import exec_python, metrics_files, scrape_seconds
 
 pytestmark = pytest.mark.soak
 
@@ -58,19 +59,6 @@ class Look:
     metrics_files: list[int]
     scrape_seconds: list[float]
     memory_mb: dict[str, float] = field(default_factory=dict)
-
-
-def exec_python(container_id: str, code: str) -> str:
-    return subprocess.run(
-        ["docker", "exec", container_id, "python3", "-c", code], capture_output=True, text=True, check=True, timeout=30
-    ).stdout.strip()
-
-
-COUNT_FILES = "import glob; print(len(glob.glob('/tmp/metrics/*.db') + glob.glob('/tmp/metrics/retired/*.db')))"
-TIME_SCRAPE = (
-    "import time, urllib.request as u; t = time.monotonic(); "
-    "u.urlopen('http://127.0.0.1:9100/metrics', timeout=10).read(); print(time.monotonic() - t)"
-)
 
 
 def rss_kb(pid: str) -> int | None:
@@ -106,8 +94,8 @@ def look(stack: Stack, started: float) -> Look:
     return Look(
         at=time.monotonic() - started,
         worker_rss_kb=[kb for kb in map(rss_kb, workers) if kb is not None],
-        metrics_files=[int(exec_python(c.id, COUNT_FILES)) for c in apps],
-        scrape_seconds=[float(exec_python(c.id, TIME_SCRAPE)) for c in apps],
+        metrics_files=[metrics_files(c.id) for c in apps],
+        scrape_seconds=[scrape_seconds(c.id) for c in apps],
         memory_mb=container_memory_mb(stack),
     )
 
