@@ -10,32 +10,40 @@ import), and only while metrics are on (serving.metrics_master.enabled).
 Requests are counted through Flask's signals, which every Flask app in the
 process sends: the app's code is not touched.
 
-Labels are bounded: `endpoint` is the URL rule (`/work/io`, `/items/<int:id>`),
-`none` for a request no rule matched, never the raw path; `method` is one of
-the standard methods or `other`.
+Labels are bounded: `app` is `/` for the app and the prefix of each app
+APP_MOUNTS mounts beside it (serving/dispatch.py); `endpoint` is the URL rule
+(`/work/io`, `/items/<int:id>`), `none` for a request no rule matched, `*` for
+every request of a mounted app that is not Flask (its routes are its own),
+never the raw path; `method` is one of the standard methods or `other`.
+Mounted Flask apps send the same signals; any other mounted app is counted
+around its WSGI call (`labelled`).
 """
 
 from __future__ import annotations
 
 import time
 
-from flask import Response, g, request, request_finished, request_started, request_tearing_down
+from flask import Flask, Response, g, request, request_finished, request_started, request_tearing_down
 from prometheus_client import Counter, Gauge, Histogram
 
 #: 1 ms to 30 s (GUNICORN_TIMEOUT's default), finer where requests mostly are.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 NO_RULE = "none"
+#: The `app` label of the app's own requests; a mounted app's is its prefix.
+ROOT = "/"
+#: The endpoint of every request of a mounted app that is not Flask.
+WHOLE_APP = "*"
 
 REQUESTS = Counter(
     "flask_http_requests_total",
-    "HTTP requests the app answered, by URL rule, method and status.",
-    ["endpoint", "method", "status"],
+    "HTTP requests the app answered, by app (its mount prefix), URL rule, method and status.",
+    ["app", "endpoint", "method", "status"],
 )
 DURATION = Histogram(
     "flask_http_request_duration_seconds",
-    "Time the app took to produce a response (before the body is sent), by URL rule and method.",
-    ["endpoint", "method"],
+    "Time the app took to produce a response (before the body is sent), by app, URL rule and method.",
+    ["app", "endpoint", "method"],
     buckets=DURATION_BUCKETS,
 )
 IN_FLIGHT = Gauge(
@@ -68,6 +76,14 @@ def worker_booted(max_concurrent_requests: int) -> None:
     MAX_CONCURRENT_REQUESTS.set(max_concurrent_requests)
 
 
+#: Mounted Flask apps -> their `app` label; any other Flask app is the root's.
+_flask_labels: dict[int, str] = {}
+
+
+def _method(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
 def _started(sender, **extra) -> None:
     IN_FLIGHT.inc()
     g.metrics_in_flight = True
@@ -80,9 +96,9 @@ def _answered(sender, response: Response, **extra) -> None:
     if started is not None:
         rule = request.url_rule
         endpoint = rule.rule if rule is not None else NO_RULE
-        method = request.method if request.method in METHODS else "other"
-        REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
-        DURATION.labels(endpoint, method).observe(time.perf_counter() - started)
+        app, method = _flask_labels.get(id(sender), ROOT), _method(request.method)
+        REQUESTS.labels(app, endpoint, method, str(response.status_code)).inc()
+        DURATION.labels(app, endpoint, method).observe(time.perf_counter() - started)
 
 
 def _finished(sender, **extra) -> None:
@@ -97,3 +113,39 @@ def instrument() -> None:
     request_started.connect(_started)
     request_finished.connect(_answered)
     request_tearing_down.connect(_finished)
+
+
+class _CountedApp:
+    """A mounted app that is not Flask, counted and timed as Flask's signals
+    count the others: once, with the last status it started (a JSON 500
+    from serving/dispatch.py's JsonErrors included), when it returns."""
+
+    def __init__(self, app, label: str) -> None:
+        self.app = app
+        self.label = label
+
+    def __call__(self, environ, start_response):
+        started, status = time.perf_counter(), None
+
+        def start(status_line, headers, exc_info=None):
+            nonlocal status
+            status = status_line.split(" ", 1)[0]
+            return start_response(status_line, headers, exc_info)
+
+        IN_FLIGHT.inc()
+        try:
+            return self.app(environ, start)
+        finally:
+            IN_FLIGHT.dec()
+            if status is not None:
+                method = _method(environ.get("REQUEST_METHOD", ""))
+                REQUESTS.labels(self.label, WHOLE_APP, method, status).inc()
+                DURATION.labels(self.label, WHOLE_APP, method).observe(time.perf_counter() - started)
+
+
+def labelled(app, prefix: str):
+    """A mounted app whose requests are counted under `app=prefix`."""
+    if isinstance(app, Flask):
+        _flask_labels[id(app)] = prefix
+        return app
+    return _CountedApp(app, prefix)

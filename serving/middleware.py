@@ -11,7 +11,9 @@ From the outside in:
 - the request id (serving/request_id.py);
 - while this worker drains, /readyz answers 503 before the app is asked;
 - metrics, while they are on (serving/metrics.py, through Flask's signals:
-  the app is not touched).
+  the app is not touched);
+- the apps APP_MOUNTS mounts beside the app, if any (serving/dispatch.py):
+  every layer above covers them too.
 """
 
 from __future__ import annotations
@@ -45,11 +47,19 @@ class DrainingGate:
         return self.app(environ, start_response)
 
 
-def wrap(app, settings: Settings):
-    """The app as the server serves it (the layers above)."""
+def wrap(app, settings: Settings, mounted: dict[str, object] | None = None):
+    """The app as the server serves it (the layers above), with the apps
+    `mounted` under their prefixes (serving/wsgi.py imports them)."""
     request_id.install_log_record_factory()
+    if mounted:
+        from serving import dispatch  # only with APP_MOUNTS: nothing of it otherwise
+
+        mounted = dispatch.guarded(mounted)
     if metrics_master.enabled(settings.metrics_port):
         from serving import metrics  # prometheus_client: only where its directory is ready
 
         metrics.instrument()
+        mounted = {prefix: metrics.labelled(mounted_app, prefix) for prefix, mounted_app in (mounted or {}).items()}
+    if mounted:
+        app = dispatch.dispatch(app, mounted)
     return ProxyFix(request_id.RequestIdMiddleware(DrainingGate(app)), x_for=1, x_proto=1, x_host=1)

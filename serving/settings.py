@@ -95,6 +95,34 @@ def _seconds(name: str, raw: str) -> int:
     return int(match[1]) * (60 if match[2] == "m" else 1)
 
 
+#: What a mount's prefix may be: one or more path segments, no trailing slash.
+_MOUNT_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+#: What names the app to mount: a module and an attribute, as gunicorn names its app.
+_MOUNT_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+#: Paths the root app and nginx own, for every mounted app alike: a mount
+#: there would hide them.
+RESERVED_PREFIXES = ("/healthz", "/readyz", "/static")
+
+
+def _mounts(name: str, raw: str) -> tuple[tuple[str, str], ...]:
+    """`/PREFIX=module:attribute`, comma-separated: the WSGI apps mounted
+    beside the app (serving/dispatch.py), in the order written."""
+    mounts: dict[str, str] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        prefix, sep, target = (side.strip() for side in item.partition("="))
+        if not sep or not _MOUNT_PREFIX.fullmatch(prefix) or not _MOUNT_TARGET.fullmatch(target):
+            raise SettingsError(
+                f"{name}: {item!r} is not valid: expected /PREFIX=module:attribute "
+                "(e.g. /admin=app.admin:application), comma-separated"
+            )
+        if any(prefix == reserved or prefix.startswith(reserved + "/") for reserved in RESERVED_PREFIXES):
+            raise SettingsError(f"{name}: {prefix} is reserved: {', '.join(RESERVED_PREFIXES)} stay the root app's")
+        if prefix in mounts:
+            raise SettingsError(f"{name}: {prefix} is mounted twice")
+        mounts[prefix] = target
+    return tuple(mounts.items())
+
+
 # --- the table ----------------------------------------------------------------
 
 
@@ -292,6 +320,16 @@ VARIABLES: tuple[Variable, ...] = (
         gunicorn=False,
     ),
     Variable(
+        "APP_MOUNTS",
+        "app_mounts",
+        _mounts,
+        (),
+        "none",
+        "other WSGI apps the same workers serve under path prefixes, `/PREFIX=module:attribute` comma-separated "
+        "(application dispatching, docs/concurrency.md); none: the app alone, nothing in between",
+        gunicorn=False,
+    ),
+    Variable(
         "DATABASE_POOL_SIZE",
         "database_pool_size",
         _integer(1, 1000),
@@ -353,6 +391,7 @@ class Settings:
     forwarded_allow_ips: str
     stock_workers: bool
     static_publish_dir: str
+    app_mounts: tuple[tuple[str, str], ...]
     database_pool_size: int
     database_reserved_connections: int
 
@@ -368,6 +407,7 @@ class Settings:
     def as_dict(self) -> dict[str, object]:
         return {
             **asdict(self),
+            "app_mounts": dict(self.app_mounts),
             "max_concurrent_requests": self.max_concurrent_requests,
             "database_connections_per_replica": self.database_connections,
         }

@@ -2,7 +2,9 @@
 (`make monitor`): one request traced by its id through nginx, gunicorn and
 the app; Prometheus scraping every replica and nginx's exporter, with the
 counts the requests sent; rules loaded; the new containers hardened
-(docs/observability.md)."""
+(docs/observability.md). The stack also mounts the demo's two other apps
+(APP_MOUNTS, docs/concurrency.md): each is reached, traced and counted under
+its own label, as the app is."""
 
 from __future__ import annotations
 
@@ -24,9 +26,19 @@ pytestmark = pytest.mark.integration
 ALERTS = {"AppHigh5xxRatio", "AppHighP95Latency", "GunicornWorkerRestarts", "GunicornSaturated", "ScrapeTargetDown"}
 
 
+#: The demo's mounted apps: a second Flask app and a plain WSGI callable.
+MOUNTS = "/admin=app.admin:application,/plain=app.plain_wsgi:application"
+
+
 @pytest.fixture(scope="module")
 def monitored(built_images):
-    stack = Stack("monitor", profiles=("monitoring",), PROMETHEUS_PORT=str(free_port()), GUNICORN_ACCESS_LOG="true")
+    stack = Stack(
+        "monitor",
+        profiles=("monitoring",),
+        PROMETHEUS_PORT=str(free_port()),
+        GUNICORN_ACCESS_LOG="true",
+        APP_MOUNTS=MOUNTS,
+    )
     stack.prometheus = f"http://127.0.0.1:{stack.env['PROMETHEUS_PORT']}"
     try:
         stack.build()
@@ -229,6 +241,57 @@ def test_prometheus_counts_every_request_exactly_while_workers_recycle(monitored
         assert files <= config["workers"] * 4 + 2 + 4, (container.name, files)
         assert scrape_seconds(container.id) < 1.0
     print(f"\n{RECYCLED_REQUESTS} requests, {boots:.0f} worker boots in all: Prometheus counted exactly")
+
+
+# --- application dispatching: the mounted apps ----------------------------------------
+
+
+def test_each_mounted_app_answers_under_its_prefix_and_builds_prefixed_urls(monitored):
+    assert monitored.get("/").json()["service"] == "flask-concurrency"
+    admin = monitored.get("/admin/")
+    assert admin.status_code == 200 and admin.json()["app"] == "admin", admin.text
+    assert admin.json()["script_root"] == "/admin"
+    # url_for's links carry the prefix, and nginx routes them back to the same app.
+    assert admin.json()["links"] == {"self": "/admin/", "worker": "/admin/worker"}
+    assert monitored.get(admin.json()["links"]["worker"]).json()["app"] == "admin"
+    plain = monitored.get("/plain/")
+    assert plain.status_code == 200
+    assert (plain.json()["app"], plain.json()["script_name"]) == ("plain", "/plain")
+
+
+@pytest.mark.parametrize(("path", "status"), [("/admin/missing", 404), ("/plain/missing", 404), ("/plain/fail", 500)])
+def test_errors_from_each_mounted_app_are_json_naming_the_request_id(monitored, path, status):
+    request_id = f"mounted-{time.time_ns()}"
+    response = monitored.get(path, headers={"X-Request-ID": request_id})
+    assert response.status_code == status
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.json()["error"]["request_id"] == response.headers["X-Request-ID"] == request_id
+    assert "<html" not in response.text.lower() and "Traceback" not in response.text
+
+
+def test_prometheus_counts_each_mounted_apps_requests_under_its_label(monitored):
+    # app label -> (path, its endpoint label, requests): the root app's `/`
+    # only, which no health check polls. A plain WSGI app has no URL rules:
+    # its requests are one endpoint, `*`.
+    sent = {"/": ("/", "/", 6), "/admin": ("/admin/", "/", 4), "/plain": ("/plain/", "*", 5)}
+
+    def counted(label: str) -> float:
+        endpoint = sent[label][1]
+        promql = f'sum(flask_http_requests_total{{app="{label}",endpoint="{endpoint}",status="200"}})'
+        return value(monitored, promql) or 0
+
+    # Earlier tests' requests reach Prometheus with the next scrape (every 5 s).
+    time.sleep(6)
+    before = {label: counted(label) for label in sent}
+    for path, _, count in sent.values():
+        for _ in range(count):
+            assert monitored.get(path).status_code == 200
+    target = {label: before[label] + count for label, (_, _, count) in sent.items()}
+    assert eventually(lambda: {label: counted(label) for label in sent} == target), (
+        {label: counted(label) for label in sent},
+        target,
+    )
+    assert {r["metric"]["endpoint"] for r in query(monitored, 'flask_http_requests_total{app="/plain"}')} == {"*"}
 
 
 # --- where metrics are and are not -----------------------------------------------------

@@ -41,6 +41,8 @@ def hello():
 # whatever the app's views are.
 ERROR_REQUESTS = [
     ("GET", "/no-such-page", {}, 404),
+    # A prefix APP_MOUNTS could mount (the demo's /admin), with nothing mounted.
+    ("GET", "/admin/", {}, 404),
     ("DELETE", "/healthz", {}, 405),
     ("POST", "/", {"data": b"x" * (2 * 1024 * 1024)}, 413),
 ]

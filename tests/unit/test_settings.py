@@ -57,6 +57,7 @@ def test_defaults(cpus):
     assert s.log_format == "json"
     assert s.metrics_port == 9100
     assert s.stock_workers is False
+    assert s.app_mounts == ()
 
 
 @pytest.mark.parametrize(("worker_class", "threads"), [("sync", 1), ("gthread", 4), ("gevent", 1)])
@@ -98,6 +99,7 @@ def test_every_variable_overrides():
         "STATIC_PUBLISH_DIR": "/srv/static",
         "DATABASE_POOL_SIZE": "3",
         "DATABASE_RESERVED_CONNECTIONS": "9",
+        "APP_MOUNTS": "/admin=app.admin:application",
     }
     assert set(env) == {variable.name for variable in VARIABLES}
     s = load(env, cpus=16)
@@ -119,6 +121,7 @@ def test_every_variable_overrides():
     assert s.stock_workers is True
     assert s.static_publish_dir == "/srv/static"
     assert (s.database_pool_size, s.database_reserved_connections) == (3, 9)
+    assert s.app_mounts == (("/admin", "app.admin:application"),)
 
 
 def test_values_are_stripped():
