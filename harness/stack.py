@@ -32,7 +32,8 @@ STACK_VARIABLES = tuple(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", (REPO / ".env.examp
 @functools.cache
 def base_images(*extra: str) -> dict[str, str]:
     """PYTHON_BASE_IMAGE, NGINX_BASE_IMAGE and POSTGRES_BASE_IMAGE (with
-    `monitoring`, Prometheus's and the exporter's too), resolved by the
+    `monitoring`, Prometheus's and the exporter's too; with `bench`, the
+    lab's Apache httpd's), resolved by the
     project's own script: the official images, or local stand-ins where none
     can be pulled. The stack's secrets are made first, as scripts/compose
     makes them for make's Compose calls."""
@@ -78,7 +79,7 @@ class Stack:
         to enable; `project`: a project name other than the tests' own."""
         self.project = project or f"flask-concurrency-test-{name}"
         self.port = free_port()
-        images = base_images(*(["monitoring"] if "monitoring" in profiles else []))
+        images = base_images(*[extra for extra in ("monitoring", "bench") if extra in profiles])
         self.env = {**images, "HTTP_PORT": str(self.port), **env}
         self._env_file = Path(tempfile.mkdtemp(prefix="stack-")) / f"{name}.env"
         self._env_file.write_text("".join(f"{k}={v}\n" for k, v in self.env.items()))

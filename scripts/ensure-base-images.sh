@@ -6,6 +6,8 @@
 # Prints PYTHON_BASE_IMAGE=..., NGINX_BASE_IMAGE=... and POSTGRES_BASE_IMAGE=...
 # on stdout, nothing until all are resolved. With the argument `monitoring`, also
 # PROMETHEUS_BASE_IMAGE=... and NGINX_EXPORTER_BASE_IMAGE=... (make monitor).
+# With the argument `bench`, also HTTPD_BASE_IMAGE=... (the lab's Apache httpd,
+# bench/apache/): nothing else needs it, so nothing else waits for it.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,6 +27,9 @@ POSTGRES_STANDIN=flask-concurrency-local/postgres:18-forky
 # forky's prometheus is 3.5, its prometheus-nginx-exporter 1.5.
 PROMETHEUS_STANDIN=flask-concurrency-local/prometheus:3.5-forky
 NGINX_EXPORTER_STANDIN=flask-concurrency-local/nginx-prometheus-exporter:1.5-forky
+# forky's apache2 is httpd 2.4, with the event MPM as a loadable module as in
+# the official httpd:2.4 (the build checks both).
+HTTPD_STANDIN=flask-concurrency-local/httpd:2.4-forky
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -169,6 +174,73 @@ build_nginx_exporter() {
     --change 'ENTRYPOINT ["nginx-prometheus-exporter"]'
 }
 
+# build_httpd TAG OFFICIAL
+# As the official httpd:2.4, where the lab relies on it: ServerRoot
+# /usr/local/apache2 with bin/httpd (Debian's apache2 binary, whose own
+# compiled-in root is /etc/apache2, pointed at this root and its
+# conf/httpd.conf; a later -d or -f still wins), modules/ (Debian's module
+# directory: the same file names, every MPM a loadable module), conf/ with a
+# minimal httpd.conf and mime.types, logs/, and httpd-foreground on the PATH
+# (the official script, word for word). The official image also runs as root
+# and leaves dropping privileges to `User daemon`; the lab's image sets
+# USER itself (bench/apache/Dockerfile), so both behave alike there.
+build_httpd() {
+  cat >"$tmp/httpd.conf" <<'CONF'
+# The stand-in's default configuration: a complete server, as the official
+# image ships one; images built FROM it replace it.
+ServerRoot "/usr/local/apache2"
+Listen 80
+LoadModule mpm_event_module modules/mod_mpm_event.so
+LoadModule authz_core_module modules/mod_authz_core.so
+LoadModule mime_module modules/mod_mime.so
+LoadModule dir_module modules/mod_dir.so
+<IfModule !unixd_module>
+LoadModule unixd_module modules/mod_unixd.so
+</IfModule>
+User daemon
+Group daemon
+ServerName localhost
+DocumentRoot "/usr/local/apache2/htdocs"
+DirectoryIndex index.html
+TypesConfig conf/mime.types
+ErrorLog /proc/self/fd/2
+LogLevel warn
+PidFile logs/httpd.pid
+CONF
+  cat >"$tmp/httpd" <<'SH'
+#!/bin/sh
+# Debian's apache2, with the official image's server root and config file.
+exec /usr/sbin/apache2 -d /usr/local/apache2 -f conf/httpd.conf "$@"
+SH
+  cat >"$tmp/httpd-foreground" <<'SH'
+#!/bin/sh
+set -e
+
+# Apache gets grumpy about PID files pre-existing
+rm -f /usr/local/apache2/logs/httpd.pid
+
+exec httpd -DFOREGROUND "$@"
+SH
+  rootfs forky apache2,ca-certificates "$tmp/httpd.tar" \
+    --aptopt='APT::Install-Recommends "false"' \
+    --customize-hook='chroot "$1" apache2 -v | grep -q "Apache/2\.4\." || { echo "forky no longer ships httpd 2.4; update HTTPD_STANDIN" >&2; exit 1; }' \
+    --customize-hook='[ -f "$1/usr/lib/apache2/modules/mod_mpm_event.so" ] || { echo "forky'"'"'s apache2 has no loadable event MPM" >&2; exit 1; }' \
+    --customize-hook='mkdir -p "$1/usr/local/apache2/bin" "$1/usr/local/apache2/conf" "$1/usr/local/apache2/logs" "$1/usr/local/apache2/htdocs"' \
+    --customize-hook='ln -s /usr/lib/apache2/modules "$1/usr/local/apache2/modules"; ln -s /etc/mime.types "$1/usr/local/apache2/conf/mime.types"' \
+    --customize-hook='echo "<html><body><h1>It works!</h1></body></html>" >"$1/usr/local/apache2/htdocs/index.html"' \
+    --customize-hook="upload $tmp/httpd.conf /usr/local/apache2/conf/httpd.conf" \
+    --customize-hook="upload $tmp/httpd /usr/local/apache2/bin/httpd" \
+    --customize-hook="upload $tmp/httpd-foreground /usr/local/bin/httpd-foreground" \
+    --customize-hook='chmod 0755 "$1/usr/local/apache2/bin/httpd" "$1/usr/local/bin/httpd-foreground"' \
+    --customize-hook='chroot "$1" /usr/local/apache2/bin/httpd -t'
+  # No STOPSIGNAL here (SIGWINCH, a graceful stop, in the official image):
+  # Docker 20.10's import refuses it; bench/apache/Dockerfile sets it.
+  import_rootfs "$tmp/httpd.tar" "$1" "$2" \
+    --change 'ENV HTTPD_PREFIX=/usr/local/apache2' \
+    --change 'ENV PATH=/usr/local/apache2/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'WORKDIR /usr/local/apache2' --change 'EXPOSE 80' --change 'CMD ["httpd-foreground"]'
+}
+
 # resolve VAR DEFAULT STAND-IN BUILDER: print VAR=<image to use>.
 resolve() {
   local var=$1 official=$2 standin=$3 builder=$4 image=${!1:-$2} t0
@@ -196,12 +268,16 @@ docker info >/dev/null 2>&1 || die "the Docker engine does not answer; run scrip
   resolve PYTHON_BASE_IMAGE "$(official PYTHON_BASE_IMAGE "$here/../Dockerfile")" "$PYTHON_STANDIN" build_python
   resolve NGINX_BASE_IMAGE "$(official NGINX_BASE_IMAGE "$here/../nginx/Dockerfile")" "$NGINX_STANDIN" build_nginx
   resolve POSTGRES_BASE_IMAGE "$(official POSTGRES_BASE_IMAGE "$here/../db/Dockerfile")" "$POSTGRES_STANDIN" build_postgres
-  if [ "${1:-}" = monitoring ]; then
+  if [[ " $* " == *" monitoring "* ]]; then
     resolve PROMETHEUS_BASE_IMAGE "$(official PROMETHEUS_BASE_IMAGE "$here/../monitoring/prometheus/Dockerfile")" \
       "$PROMETHEUS_STANDIN" build_prometheus
     resolve NGINX_EXPORTER_BASE_IMAGE \
       "$(official NGINX_EXPORTER_BASE_IMAGE "$here/../monitoring/nginx-exporter/Dockerfile")" \
       "$NGINX_EXPORTER_STANDIN" build_nginx_exporter
+  fi
+  if [[ " $* " == *" bench "* ]]; then
+    resolve HTTPD_BASE_IMAGE "$(official HTTPD_BASE_IMAGE "$here/../bench/apache/Dockerfile")" \
+      "$HTTPD_STANDIN" build_httpd
   fi
 } >"$tmp/base-images.env"
 cat "$tmp/base-images.env"
