@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench                  # full mode, into docs/benchmarks/
     .venv/bin/python -m bench --quick --out /tmp/lab   # CI's quick mode
+    .venv/bin/python -m bench --configs apache # Apache's configurations and their nginx partners,
+                                               # merged into docs/benchmarks/ beside the rest
 
 Builds the images, starts every configuration (bench/compose.yml), runs the
 matrix (interleaved repetitions), writes results.{json,md}, runs.csv,
@@ -32,7 +34,18 @@ from python_on_whales.exceptions import DockerException
 
 from bench import report
 from bench.lab import PROJECT, Lab, LabError, stderr_log
-from bench.matrix import APP_CPUS, CONFIGS, CONFIGS_BY_KEY, FULL, QUICK, Config, Profile, Workload, workloads
+from bench.matrix import (
+    APP_CPUS,
+    CONFIGS,
+    CONFIGS_BY_KEY,
+    FULL,
+    QUICK,
+    Config,
+    Profile,
+    Workload,
+    configs_named,
+    workloads,
+)
 from harness.stack import REPO, scrub_environment
 
 DEFAULT_OUT = REPO / "docs" / "benchmarks"
@@ -101,7 +114,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, help="override the profile's repetitions")
     parser.add_argument("--duration", type=int, help="override the profile's seconds per run")
     parser.add_argument("--warmup", type=int, help="override the profile's warm-up seconds")
-    parser.add_argument("--configs", help=f"comma-separated subset of: {','.join(CONFIGS_BY_KEY)}")
+    parser.add_argument(
+        "--configs",
+        help="comma-separated configurations, families or fronts (e.g. apache: its configurations and the nginx "
+        "ones its ratios pair with), of: " + ",".join(CONFIGS_BY_KEY) + ". Their figures are merged into the "
+        "output directory's earlier results of the same profile (see --replace)",
+    )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --configs: write only this run's figures, dropping the output directory's earlier ones",
+    )
     parser.add_argument(
         "--workloads", help="comma-separated subset of: " + ",".join(w.key for w in workloads(quick=False))
     )
@@ -133,6 +156,10 @@ class Selection:
     configs: tuple[Config, ...]
     workloads: tuple[Workload, ...]
     out_dir: Path
+    #: Configurations measured only for the ratios of the others (--configs
+    #: apache brings nginx's in front of the same classes): they run only
+    #: the workloads the others run.
+    partners: tuple[str, ...] = ()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,11 +177,12 @@ def select(args: argparse.Namespace) -> Selection | None:
     """The profile, configurations and workloads the options ask for; None
     (after saying why) when they name an unknown configuration."""
     profile = _profile(args)
-    configs = _configs(args)
-    if configs is None:
+    chosen = _configs(args)
+    if chosen is None:
         return None
+    configs, partners = chosen
     out_dir = (args.out or (QUICK_OUT if profile.quick else DEFAULT_OUT)).resolve()
-    return Selection(profile, configs, _workloads(args, profile.quick), out_dir)
+    return Selection(profile, configs, _workloads(args, profile.quick), out_dir, partners)
 
 
 def _profile(args: argparse.Namespace) -> Profile:
@@ -177,15 +205,17 @@ def _workloads(args: argparse.Namespace, quick: bool) -> tuple[Workload, ...]:
     return tuple(w for w in every if w.key in wanted)
 
 
-def _configs(args: argparse.Namespace) -> tuple[Config, ...] | None:
+def _configs(args: argparse.Namespace) -> tuple[tuple[Config, ...], tuple[str, ...]] | None:
+    """The configurations and, among them, the partners-only ones."""
     if not args.configs:
-        return CONFIGS
-    wanted = args.configs.split(",")
-    unknown = set(wanted) - set(CONFIGS_BY_KEY)
+        # The quick mode checks the lab, not the figures: one of the
+        # configurations that differ only in the class behind them will do.
+        return (tuple(c for c in CONFIGS if c.quick) if args.quick else CONFIGS), ()
+    configs, partners, unknown = configs_named(args.configs.split(","))
     if unknown:
         stderr_log(f"unknown configuration(s): {', '.join(sorted(unknown))}")
         return None
-    return tuple(c for c in CONFIGS if c.key in wanted)
+    return configs, partners
 
 
 def run_lab(args: argparse.Namespace, selection: Selection) -> int:
@@ -195,6 +225,8 @@ def run_lab(args: argparse.Namespace, selection: Selection) -> int:
     plan = plan_runs(selection)
     _announce(selection, plan)
     started = time.monotonic()
+    # Every run carries it: a merged results file pairs runs of one session.
+    args.session = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     lab = Lab(
         selection.profile,
         selection.configs,
@@ -203,6 +235,7 @@ def run_lab(args: argparse.Namespace, selection: Selection) -> int:
         gunicorn_args=args.gunicorn_args,
         app_cpus=args.app_cpus,
         project=args.project,
+        session=args.session,
     )
     try:
         status = measure_and_report(lab, args, selection, plan, started)
@@ -224,13 +257,20 @@ def run_lab(args: argparse.Namespace, selection: Selection) -> int:
 
 def plan_runs(selection: Selection) -> list[PlannedRun]:
     """Every (pass, workload, configuration) run, pass after pass."""
+    own = [c for c in selection.configs if c.key not in selection.partners]
+
+    def runs(config: Config, workload: Workload) -> bool:
+        if config.key in selection.partners:
+            return config.runs(workload.key) and any(c.runs(workload.key) for c in own)
+        return config.runs(workload.key)
+
     return [
         (rep, workload, config)
         for rep in range(1, selection.profile.repetitions + 1)
         for workload in selection.workloads
         # A different order each pass, so that no configuration always runs
         # right after the same neighbour.
-        for config in _rotate([c for c in selection.configs if c.runs(workload.key)], rep - 1)
+        for config in _rotate([c for c in selection.configs if runs(c, workload)], rep - 1)
     ]
 
 
@@ -246,18 +286,47 @@ def measure_and_report(
     isolation = lab.isolation()
     runs = run_plan(lab, plan)
     results = {
-        "meta": _meta(args, selection.profile, started),
+        "meta": _meta(args, selection.profile, started, selection.partners),
         "configs": [asdict(c) for c in selection.configs],
         "workloads": [asdict(w) for w in selection.workloads],
         "described": described,
         "isolation": isolation,
         "runs": runs,
     }
-    results["summary"] = report.summarize(runs, selection.configs, selection.workloads)
-    results["ratios"] = report.ratios(runs, selection.workloads)
-    results["targets"] = report.targets(results["ratios"])
+    previous = earlier_results(args, selection)
+    if previous is not None:
+        results = report.merge(previous, results)
+    complete(results, selection.profile.quick)
     write_reports(lab, results, selection.out_dir)
     return 1 if any(r["errors_total"] for r in runs) else 0
+
+
+def earlier_results(args: argparse.Namespace, selection: Selection) -> dict | None:
+    """The output directory's results, when this run's figures go beside
+    them: a run of some configurations (--configs, without --replace) into a
+    directory holding results of the same profile. None otherwise."""
+    path = selection.out_dir / "results.json"
+    if not args.configs or args.replace or not path.exists():
+        return None
+    previous = json.loads(path.read_text())
+    if previous["meta"]["profile"] != asdict(selection.profile):
+        stderr_log(
+            f"not merging into {path}: its profile ({previous['meta']['profile']}) is not this run's; "
+            "its figures are replaced"
+        )
+        return None
+    stderr_log(f"merging into {path}: the configurations measured now replace theirs, the others are kept")
+    return previous
+
+
+def complete(results: dict, quick: bool) -> None:
+    """The summary, ratios and targets, over every run the results hold."""
+    configs = tuple(CONFIGS_BY_KEY[c["key"]] for c in results["configs"] if c["key"] in CONFIGS_BY_KEY)
+    keys = [w["key"] for w in results["workloads"]]
+    chosen = tuple(sorted((w for w in workloads(quick) if w.key in keys), key=lambda w: keys.index(w.key)))
+    results["summary"] = report.summarize(results["runs"], configs, chosen)
+    results["ratios"] = report.ratios(results["runs"], chosen)
+    results["targets"] = report.targets(results["ratios"])
 
 
 def run_plan(lab: Lab, plan: list[PlannedRun]) -> list[dict]:
@@ -291,8 +360,10 @@ def _progress_line(index: int, total: int, planned: PlannedRun, result: dict, et
     )
 
 
-def _meta(args: argparse.Namespace, profile: Profile, started: float) -> dict:
+def _meta(args: argparse.Namespace, profile: Profile, started: float, partners: tuple[str, ...] = ()) -> dict:
     return {
+        "session": args.session,
+        "partners": list(partners),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "profile": asdict(profile),
         "machine": machine(),

@@ -84,8 +84,11 @@ class Lab:
         gunicorn_args: str = "",
         app_cpus: float = APP_CPUS,
         project: str = PROJECT,
+        session: str = "",
     ) -> None:
         self.profile = profile
+        #: The lab session (its start), stamped on every run.
+        self.session = session
         self.configs = configs
         self.workloads = workloads
         self.log = log
@@ -112,7 +115,9 @@ class Lab:
         compose = self.stack.docker.compose
         # The project's own images first: the uWSGI peer's nginx is built FROM
         # the project's nginx image.
-        self.log("building the project's images (app, nginx, db) and the lab's (loadgen, peers, nginx variants)")
+        self.log(
+            "building the project's images (app, nginx, db) and the lab's (loadgen, peers, nginx variants, Apache)"
+        )
         compose.build(services=["app", "nginx", "db"], quiet=True)
         # Images shared by several services are built by one of them (the
         # services with `build: !reset null` reuse it): the build that
@@ -122,6 +127,7 @@ class Lab:
             "uwsgi-threads": ("uwsgi-threads", "uwsgi-gevent", "granian"),
             "nginx-uwsgi-threads": ("nginx-uwsgi-threads", "nginx-uwsgi-gevent"),
             "nginx-gthread-unix": ("nginx-gthread-unix", "nginx-gevent-unix"),
+            "apache-sync": ("apache-sync", "apache-gthread", "apache-gevent"),
         }
         wanted = set(self.services()) | {"loadgen"}
         compose.build(services=[b for b, users in images.items() if wanted & set(users)], quiet=True)
@@ -243,6 +249,8 @@ class Lab:
             effective = self._effective_settings(config.app_service)
             if effective is not None:
                 entry["effective"] = effective
+            if config.family == "apache+gunicorn":
+                entry["front_effective"] = self._apache_settings(config.front_service)
             described[config.key] = entry
         return described
 
@@ -255,6 +263,15 @@ class Lab:
             return {k: v for k, v in self._environment(service).items() if k.startswith("GRANIAN_")}
         # A development server: its command line says everything.
         return {"command": shlex.join(self.inspect(service).config.cmd)}
+
+    def _apache_settings(self, service: str) -> dict:
+        """Apache as it reports itself (`httpd -V`: version and MPM; `httpd
+        -M`: the modules loaded), and the MPM, keep-alive and proxy lines of
+        the configuration it runs."""
+        version = self.exec(service, ["httpd", "-V"], timeout=30).decode()
+        modules = self.exec(service, ["httpd", "-M"], timeout=30).decode()
+        conf = self._read(service, "/usr/local/apache2/conf/httpd.conf")
+        return apache_settings(version, modules, conf)
 
     def _gunicorn_settings(self, service: str) -> dict | None:
         """What gunicorn logged as its effective configuration, plus the
@@ -314,6 +331,7 @@ class Lab:
         else:
             result, before, after, load_seconds = self._run_locust(config, workload)
         result.update(
+            session=self.session,
             rep=rep,
             config=config.key,
             workload=workload.key,
@@ -458,6 +476,31 @@ def write_tls_files(directory: Path, hosts: list[str]) -> None:
         path = directory / name
         path.write_bytes(data)
         path.chmod(0o644)
+
+
+#: The directives of bench/apache/httpd.conf the lab reports, beside httpd -V.
+APACHE_DIRECTIVES = (
+    "StartServers",
+    "ServerLimit",
+    "ThreadsPerChild",
+    "MaxRequestWorkers",
+    "KeepAliveTimeout",
+    "RequestReadTimeout",
+    "ProxyPass",
+)
+
+
+def apache_settings(version: str, modules: str, conf: str) -> dict:
+    """`httpd -V`'s version and MPM, the shared modules `httpd -M` lists,
+    and the configuration's values of APACHE_DIRECTIVES."""
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in version.splitlines()) if v}
+    settings: dict[str, object] = {"version": fields.get("Server version", "?"), "mpm": fields.get("Server MPM", "?")}
+    for line in conf.splitlines():
+        name, _, value = line.strip().partition(" ")
+        if name in APACHE_DIRECTIVES:
+            settings[name] = value.strip()
+    settings["modules"] = sorted(line.split()[0] for line in modules.splitlines() if line.strip().endswith("(shared)"))
+    return settings
 
 
 def served_share(result: dict, connections: int) -> float:

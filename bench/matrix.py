@@ -38,7 +38,7 @@ STATIC_PATH = "/static/demo.css"
 class Config:
     key: str
     label: str
-    family: str  # dev | gunicorn | nginx+gunicorn | nginx+uwsgi | granian | nginx+granian | host-port
+    family: str  # dev | gunicorn | nginx+gunicorn | apache+gunicorn | nginx+uwsgi | granian | nginx+granian | host-port
     #: Service whose container the generator runs in.
     generator: str
     #: The URL base, as the generator sees it.
@@ -60,6 +60,12 @@ class Config:
     database_connections: int = 0
     #: Whether its nginx serves the app's static files (the static workload).
     serves_static: bool = False
+    #: Whether the quick mode (CI's check of the lab) runs it: one of several
+    #: configurations that differ only in the worker class is enough there.
+    quick: bool = True
+    #: Configurations its ratios are measured against, in the same pass:
+    #: selecting it (--configs) selects them too.
+    partners: tuple[str, ...] = ()
 
     def runs(self, workload: str) -> bool:
         if workload == DATABASE_WORKLOAD:
@@ -120,6 +126,29 @@ def _gunicorn(worker_class: str, per_worker: str) -> list[Config]:
             serves_static=worker_class == "gthread",
         ),
     ]
+
+
+def _apache(worker_class: str, per_worker: str) -> Config:
+    """Apache httpd in front of the same gunicorn as nginx-{worker_class}
+    (bench/apache/httpd.conf), on the same network, where gunicorn answers
+    to `app`."""
+    return Config(
+        key=f"apache-{worker_class}",
+        label=f"Apache → gunicorn {worker_class}",
+        family="apache+gunicorn",
+        generator="loadgen",
+        base_url=f"http://apache-{worker_class}:8080",
+        app_service=f"gunicorn-{worker_class}",
+        front_service=f"apache-{worker_class}",
+        settings=f"Apache httpd 2.4, event MPM (4 processes × 128 threads), mod_proxy_http with a pooled "
+        f"keep-alive connection per thread, the project's nginx timeouts and limits (bench/apache/httpd.conf) → "
+        f"the same gunicorn as nginx → gunicorn {worker_class} ({WORKERS} workers{per_worker})",
+        workloads=("fast", "io", "cpu", "mix"),
+        # One is enough for CI to know the image builds and serves: the
+        # three differ only in the gunicorn behind them.
+        quick=worker_class == "gthread",
+        partners=(f"nginx-{worker_class}",),
+    )
 
 
 def _uwsgi(key: str, label: str, settings: str) -> Config:
@@ -197,6 +226,9 @@ CONFIGS: tuple[Config, ...] = (
     _SYNC[1],
     _GTHREAD[1],
     _GEVENT[1],
+    _apache("sync", ""),
+    _apache("gthread", f" × {THREADS} threads"),
+    _apache("gevent", f" × {GREENLETS} greenlets"),
     Config(
         key="nginx-gthread-reuseport",
         label="nginx → gunicorn gthread, reuse_port",
@@ -288,6 +320,28 @@ CONFIGS: tuple[Config, ...] = (
 )
 
 CONFIGS_BY_KEY = {config.key: config for config in CONFIGS}
+
+
+def configs_named(names: list[str]) -> tuple[tuple[Config, ...], tuple[str, ...], list[str]]:
+    """The configurations `--configs` names, in the matrix's order; the keys
+    of those selected only as partners; and the names that match nothing. A
+    name is a configuration's key, a family (`apache+gunicorn`) or a front,
+    the family's first part (`apache`); each configuration brings its
+    partners, whose runs its ratios pair with."""
+    wanted, unknown = set(), []
+    for name in names:
+        matched = {
+            c.key for c in CONFIGS if name in (c.key, c.family) or ("+" in c.family and c.family.split("+")[0] == name)
+        }
+        if not matched:
+            unknown.append(name)
+        wanted |= matched
+    partners = {partner for key in wanted for partner in CONFIGS_BY_KEY[key].partners} - wanted
+    return (
+        tuple(c for c in CONFIGS if c.key in wanted | partners),
+        tuple(c.key for c in CONFIGS if c.key in partners),
+        unknown,
+    )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from bench.matrix import CONFIGS_BY_KEY, DATABASE_WORKLOAD, DB_MS, STATIC_WORKLO
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
 
 CLASSES = ("sync", "gthread", "gevent")
+APACHE_GROUP = "Apache / nginx in front of the same gunicorn class (req/s)"
+APACHE_CPU_GROUP = "Apache / nginx in front of the same gunicorn class (the front's CPU per request)"
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -28,6 +30,9 @@ def summarize(runs: list[dict], configs: tuple[Config, ...], workloads: tuple[Wo
     for workload in workloads:
         for config in configs:
             cell = [r for r in runs if r["config"] == config.key and r["workload"] == workload.key]
+            # A partner's runs of a later session (merge) serve its ratios
+            # only, when its own session's runs are there.
+            cell = [r for r in cell if not r.get("partner")] or cell
             if not cell:
                 continue
             rps = [r["rps"] for r in cell]
@@ -65,12 +70,13 @@ def summarize(runs: list[dict], configs: tuple[Config, ...], workloads: tuple[Wo
 
 def paired_ratio(runs: list[dict], a: tuple[str, str], b: tuple[str, str], figure: str = "rps") -> dict | None:
     """`figure` (req/s by default) of a / of b, repetition by repetition
-    (each pair measured in the same pass of the same run), then the median
-    and range."""
+    (each pair measured in the same pass of the same lab session: a merged
+    results file holds several sessions, whose pass numbers repeat), then
+    the median and range."""
     by_rep = {}
     for run in runs:
         if run.get(figure) is not None:
-            by_rep.setdefault(run["rep"], {})[(run["config"], run["workload"])] = run[figure]
+            by_rep.setdefault((run.get("session"), run["rep"]), {})[(run["config"], run["workload"])] = run[figure]
     ratios = [rep[a] / rep[b] for rep in by_rep.values() if a in rep and b in rep and rep[b] > 0]
     if not ratios:
         return None
@@ -99,6 +105,27 @@ def ratios(runs: list[dict], workloads: tuple[Workload, ...]) -> list[dict]:
                 "proxy cost: nginx → gunicorn vs gunicorn direct",
                 f"{cls}, {workload}",
                 paired_ratio(runs, (f"nginx-{cls}", workload), (f"gunicorn-{cls}", workload)),
+                workload=workload,
+            )
+    for cls in CLASSES:
+        for workload in ("fast", "io", "cpu", "mix"):
+            add(
+                APACHE_GROUP,
+                f"{cls}, {workload}",
+                paired_ratio(runs, (f"apache-{cls}", workload), (f"nginx-{cls}", workload)),
+                workload=workload,
+            )
+    for cls in CLASSES:
+        for workload in ("fast", "io", "cpu", "mix"):
+            add(
+                APACHE_CPU_GROUP,
+                f"{cls}, {workload}",
+                paired_ratio(
+                    runs,
+                    (f"apache-{cls}", workload),
+                    (f"nginx-{cls}", workload),
+                    figure="front_cpu_ms_per_request",
+                ),
                 workload=workload,
             )
     for dev in ("dev-single", "dev-threaded", "dev-processes"):
@@ -340,6 +367,7 @@ def markdown(results: dict, skip_groups: tuple[str, ...] = ()) -> str:
         + ". "
         f"Lab duration: {meta['elapsed_s'] / 60:.1f} min.",
         "",
+        *_sessions(results),
         "### Targets",
         "",
         "| target | measured (range) | threshold | met |",
@@ -372,7 +400,7 @@ def markdown(results: dict, skip_groups: tuple[str, ...] = ()) -> str:
             f"### {w['label']}: {w['description']}",
             "",
             "| configuration | req/s | spread | p50 ms | p99 ms | errors | served "
-            "| CPU cores: generator / app / nginx | CPU ms per request: app / nginx | other CPU | busiest worker |",
+            "| CPU cores: generator / app / front | CPU ms per request: app / front | other CPU | busiest worker |",
             "| --- |" + " ---: |" * 10,
         ]
         for key, config in configs.items():
@@ -409,6 +437,7 @@ def markdown(results: dict, skip_groups: tuple[str, ...] = ()) -> str:
         lines += [f"| {r['name']} | {_ratio(r)} |" for r in items]
         lines.append("")
 
+    lines += _front_cpu(results)
     lines += ["### Configurations", "", "| configuration | settings | as the server reports them |"]
     lines += ["| --- | --- | --- |"]
     for key, config in configs.items():
@@ -430,6 +459,9 @@ def markdown(results: dict, skip_groups: tuple[str, ...] = ()) -> str:
             or k.startswith("UWSGI_")
             or k == "GUNICORN_CMD_ARGS"
         )
+        front = results["described"].get(key, {}).get("front_effective", {})
+        if front:
+            shown = ", ".join([*(f"{k}={v}" for k, v in front.items() if k != "modules"), shown])
         lines.append(f"| {config['label']} | {config['settings']} | {shown or '–'} |")
     iso = results.get("isolation", {})
     if iso:
@@ -452,7 +484,8 @@ def markdown(results: dict, skip_groups: tuple[str, ...] = ()) -> str:
         "non-2xx answers (wrk), failures (locust); *served* is Little's law (req/s × mean latency ÷ "
         "connections): well below 100 % means many connections waited the whole run for an answer, so the "
         "latency percentiles, taken over answered requests only, flatter the server; the CPU columns are "
-        "cores used during the run (1.00 = one core busy) and CPU time per answered request (for the "
+        "cores used during the run (1.00 = one core busy) and CPU time per answered request (*front*: the "
+        "proxy in front of the app server, nginx or Apache; for the "
         "CPU-bound workload it includes the work itself); *other CPU* is what else this machine ran "
         "meanwhile (docker-proxy, other containers, other users); *busiest worker* is the share of the app "
         "server's worker CPU time that its busiest worker used (1/3 is perfect balance with 3 workers).",
@@ -460,7 +493,125 @@ def markdown(results: dict, skip_groups: tuple[str, ...] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sessions(results: dict) -> list[str]:
+    """Which lab session each configuration's figures come from, when the
+    file holds more than one (a `--configs` run merged into a full one)."""
+    sessions = results.get("sessions") or {}
+    if len(sessions) < 2:
+        return []
+    labels = {c["key"]: c["label"] for c in results["configs"]}
+    lines = [
+        "These figures come from more than one lab session (a run of some configurations merged into an "
+        "earlier one of the same profile); ratios pair runs of the same session and pass only.",
+        "",
+        "| session | date | commit | lab duration | configurations measured in it |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for session_id, session in sorted(sessions.items(), key=lambda kv: kv[1]["date"]):
+        names = ", ".join(labels.get(k, k) for k in session["configs"])
+        if session.get("partners"):
+            names += " (and, for these ratios only, " + ", ".join(labels.get(k, k) for k in session["partners"]) + ")"
+        lines.append(
+            f"| `{session_id}` | {session['date']} | `{session['commit']}` | "
+            f"{session['elapsed_s'] / 60:.1f} min | {names} |"
+        )
+    return [*lines, ""]
+
+
+def _front_cpu(results: dict) -> list[str]:
+    """nginx's and Apache's CPU per request in front of the same gunicorn
+    class (medians), and their ratio paired pass by pass."""
+    cells = {(s["config"], s["workload"]): s for s in results["summary"]}
+    ratio = {r["name"]: r for r in results["ratios"] if r["group"] == APACHE_CPU_GROUP}
+    rows = []
+    for cls in CLASSES:
+        for w in results["workloads"]:
+            nginx, apache = cells.get((f"nginx-{cls}", w["key"])), cells.get((f"apache-{cls}", w["key"]))
+            if nginx is None or apache is None:
+                continue
+            paired = ratio.get(f"{cls}, {w['key']}")
+            rows.append(
+                f"| {cls} | {w['label']} | {_cpu_ms(nginx['front_cpu_ms_per_request'])} | "
+                f"{_cpu_ms(apache['front_cpu_ms_per_request'])} | {_ratio(paired)} |"
+            )
+    if not rows:
+        return []
+    return [
+        "### Each front's CPU per request: nginx and Apache in front of the same gunicorn",
+        "",
+        "| gunicorn class | workload | nginx, CPU ms per request | Apache, CPU ms per request "
+        "| Apache / nginx (range) |",
+        "| --- | --- | ---: | ---: | --- |",
+        *rows,
+        "",
+    ]
+
+
+def session_of(meta: dict) -> str:
+    """A run's lab session: its start, as results.json's meta names it (the
+    date, for files written before sessions were recorded)."""
+    return meta.get("session") or meta["date"]
+
+
+def session_entry(meta: dict, configs: list[str]) -> dict:
+    return {
+        "date": meta["date"],
+        "commit": meta["commit"],
+        "elapsed_s": meta["elapsed_s"],
+        "profile": meta["profile"]["name"],
+        "configs": configs,
+    }
+
+
+def merge(previous: dict, current: dict) -> dict:
+    """The current session's results beside an earlier file's (same
+    profile): the runs, descriptions and sessions of the configurations
+    measured now replace theirs, every other configuration keeps its own,
+    each run keeps its session. A configuration measured now only as a
+    partner (meta's `partners`) that the earlier file holds keeps its
+    earlier runs too, which the summary and its other ratios use; its new
+    runs are marked `partner` and serve the ratios of this session. The
+    summary, ratios and targets are left to be computed again over the
+    merged runs. The header's meta stays the earlier file's (most figures
+    are its); `sessions` says which session each configuration comes from."""
+    before = {r["config"] for r in previous["runs"]}
+    partners = [k for k in current["meta"].get("partners", []) if k in before]
+    measured = [c["key"] for c in current["configs"] if c["key"] not in partners]
+    earlier = session_of(previous["meta"])
+    runs = [{**r, "session": r.get("session", earlier)} for r in previous["runs"] if r["config"] not in measured]
+    runs += [{**r, "partner": True} if r["config"] in partners else r for r in current["runs"]]
+    kept = {r["config"] for r in runs}
+    by_key = {c["key"]: c for c in previous["configs"]} | {c["key"]: c for c in current["configs"]}
+    order = list(CONFIGS_BY_KEY) + [k for k in by_key if k not in CONFIGS_BY_KEY]
+    configs = [by_key[k] for k in order if k in by_key and k in kept]
+    workloads = list(previous["workloads"]) + [
+        w for w in current["workloads"] if w["key"] not in {p["key"] for p in previous["workloads"]}
+    ]
+    sessions = {}
+    for session_id, session in (
+        previous.get("sessions") or {earlier: session_entry(previous["meta"], [c["key"] for c in previous["configs"]])}
+    ).items():
+        left = [k for k in session["configs"] if k not in measured and k in kept]
+        if left:
+            sessions[session_id] = {**session, "configs": left}
+    sessions[session_of(current["meta"])] = {**session_entry(current["meta"], measured), "partners": partners}
+
+    def replaced(name: str) -> dict:
+        return {k: v for k, v in previous.get(name, {}).items() if k not in measured} | current.get(name, {})
+
+    return {
+        **previous,
+        "configs": configs,
+        "workloads": workloads,
+        "described": replaced("described"),
+        "isolation": replaced("isolation"),
+        "runs": runs,
+        "sessions": sessions,
+    }
+
+
 RUN_FIELDS = [
+    "session",
     "rep",
     "config",
     "workload",

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import ssl
 import stat
 import subprocess
+from dataclasses import asdict
 
 import pytest
 
 from bench import cpu, generators, report
 from bench.__main__ import main, parse_args, plan_runs, select
 from bench.lab import served_share, write_tls_files
-from bench.matrix import CONFIGS_BY_KEY
+from bench.matrix import CONFIGS_BY_KEY, workloads
 from harness.stack import REPO
 
 pytestmark = pytest.mark.unit
@@ -223,3 +225,199 @@ def test_every_lab_server_that_names_a_password_file_mounts_it(tmp_path):
         targets = (s.get("target") or s["source"] for s in services[name].get("secrets", []))
         mounted = {t if t.startswith("/") else f"/run/secrets/{t}" for t in targets}
         assert path in mounted, f"{name} names {path} but mounts {sorted(mounted) or 'no secret'}"
+
+
+# --- Apache in the lab -----------------------------------------------------------
+
+
+def test_naming_apache_selects_its_configurations_and_the_nginx_ones_its_ratios_pair_with():
+    selection = select(parse_args(["--configs", "apache"]))
+    keys = [c.key for c in selection.configs]
+    assert sorted(keys) == sorted(
+        ["apache-sync", "apache-gthread", "apache-gevent", "nginx-sync", "nginx-gthread", "nginx-gevent"]
+    )
+    assert selection.partners == ("nginx-sync", "nginx-gthread", "nginx-gevent")
+    # The family's name and one key select the same way; a partner named itself is no partner.
+    assert [c.key for c in select(parse_args(["--configs", "apache+gunicorn"])).configs] == keys
+    assert [c.key for c in select(parse_args(["--configs", "apache-sync"])).configs] == ["nginx-sync", "apache-sync"]
+    assert select(parse_args(["--configs", "apache-sync,nginx-sync"])).partners == ()
+    # The partners run only what the Apache configurations run (not nginx's database or static workloads).
+    planned = {(w.key, c.key) for _, w, c in plan_runs(selection)}
+    assert {w for w, c in planned if c == "nginx-gthread"} == {"fast", "io", "cpu", "mix"}
+    assert {w for w, c in planned if c == "apache-gthread"} == {"fast", "io", "cpu", "mix"}
+
+
+def test_the_quick_mode_runs_one_apache_configuration_unless_told_otherwise():
+    quick = [c.key for c in select(parse_args(["--quick"])).configs]
+    assert [k for k in quick if k.startswith("apache-")] == ["apache-gthread"]
+    assert "nginx-sync" in quick and "gunicorn-gevent" in quick
+    asked = [c.key for c in select(parse_args(["--quick", "--configs", "apache"])).configs]
+    assert [k for k in asked if k.startswith("apache-")] == ["apache-sync", "apache-gthread", "apache-gevent"]
+    full = [c.key for c in select(parse_args([])).configs]
+    assert [k for k in full if k.startswith("apache-")] == ["apache-sync", "apache-gthread", "apache-gevent"]
+
+
+def _run(session, rep, config, workload, rps, front_ms=None):
+    return {
+        "session": session,
+        "rep": rep,
+        "config": config,
+        "workload": workload,
+        "rps": rps,
+        "front_cpu_ms_per_request": front_ms,
+        "latency_ms": {"p50": 1, "p90": 1, "p99": 1, "max": 1},
+        "requests": 100,
+        "errors_total": 0,
+    }
+
+
+def test_ratios_pair_runs_of_the_same_session_and_pass_only():
+    runs = [
+        _run("A", 1, "nginx-sync", "fast", 1000, 0.10),
+        _run("A", 1, "apache-sync", "fast", 800, 0.20),
+        # Pass 1 of another session: not paired with session A's pass 1.
+        _run("B", 1, "apache-sync", "fast", 9000, 0.90),
+    ]
+    (ratio,) = [r for r in report.ratios(runs, ()) if r["group"] == report.APACHE_GROUP]
+    assert ratio["name"] == "sync, fast" and ratio["n"] == 1 and ratio["median"] == pytest.approx(0.8)
+    (cpu,) = [r for r in report.ratios(runs, ()) if r["group"] == report.APACHE_CPU_GROUP]
+    assert cpu["median"] == pytest.approx(2.0)
+
+
+PROXY_COST = "proxy cost: nginx → gunicorn vs gunicorn direct"
+
+
+def _results(session, date, commit, configs, runs, partners=()):
+    return {
+        "meta": {
+            "session": session,
+            "date": date,
+            "commit": commit,
+            "elapsed_s": 600,
+            "profile": {"name": "full"},
+            "partners": list(partners),
+        },
+        "configs": [asdict(CONFIGS_BY_KEY[k]) for k in configs],
+        "workloads": [asdict(w) for w in workloads(quick=False) if w.key == "fast"],
+        "described": {k: {"settings": session} for k in configs},
+        "isolation": {},
+        "runs": runs,
+    }
+
+
+def test_a_run_of_apaches_configurations_merges_beside_the_full_runs_figures():
+    # An earlier full run (written before runs carried a session: its date stands for it).
+    earlier = _results(
+        None,
+        "2026-12-01 10:00 UTC",
+        "aaa1111",
+        ["gunicorn-sync", "nginx-sync", "apache-sync"],
+        [
+            {**_run(None, 1, "gunicorn-sync", "fast", 2000), "session": None},
+            {**_run(None, 1, "nginx-sync", "fast", 1800), "session": None},
+            {**_run(None, 1, "apache-sync", "fast", 100), "session": None},
+        ],
+    )
+    for run in earlier["runs"]:
+        del run["session"]
+    del earlier["meta"]["session"]
+    now = _results(
+        "2026-12-03T05:00:00Z",
+        "2026-12-03 05:00 UTC",
+        "bbb2222",
+        ["nginx-sync", "apache-sync"],
+        [
+            _run("2026-12-03T05:00:00Z", 1, "nginx-sync", "fast", 1000),
+            _run("2026-12-03T05:00:00Z", 1, "apache-sync", "fast", 900),
+        ],
+        partners=["nginx-sync"],
+    )
+    merged = report.merge(earlier, now)
+    by = {(r["config"], r.get("partner", False)): r for r in merged["runs"]}
+    # Apache's earlier runs are replaced; nginx keeps its own and gains this session's, for the ratios only.
+    assert [r["rps"] for r in merged["runs"] if r["config"] == "apache-sync"] == [900]
+    assert by[("nginx-sync", False)]["rps"] == 1800 and by[("nginx-sync", True)]["rps"] == 1000
+    assert by[("gunicorn-sync", False)]["session"] == "2026-12-01 10:00 UTC"
+    assert [c["key"] for c in merged["configs"]] == ["gunicorn-sync", "nginx-sync", "apache-sync"]
+    assert merged["described"]["apache-sync"]["settings"] == "2026-12-03T05:00:00Z"
+    assert merged["meta"]["commit"] == "aaa1111"
+    # Each ratio within one session: Apache / nginx from this one, nginx / gunicorn from the earlier one.
+    ratios = report.ratios(merged["runs"], ())
+    (apache,) = [r for r in ratios if r["group"] == report.APACHE_GROUP]
+    (proxy,) = [r for r in ratios if r["group"] == PROXY_COST and r["name"] == "sync, fast"]
+    assert apache["median"] == pytest.approx(0.9) and proxy["median"] == pytest.approx(0.9)
+    # nginx's own table row stays its full run's.
+    fast = tuple(w for w in workloads(quick=False) if w.key == "fast")
+    summary = report.summarize(merged["runs"], (CONFIGS_BY_KEY["nginx-sync"], CONFIGS_BY_KEY["apache-sync"]), fast)
+    assert [(s["config"], s["rps"]) for s in summary] == [("nginx-sync", 1800), ("apache-sync", 900)]
+    # results.md names each configuration's session, with its date and commit.
+    assert set(merged["sessions"]) == {"2026-12-01 10:00 UTC", "2026-12-03T05:00:00Z"}
+    assert merged["sessions"]["2026-12-01 10:00 UTC"]["configs"] == ["gunicorn-sync", "nginx-sync"]
+    assert merged["sessions"]["2026-12-03T05:00:00Z"]["configs"] == ["apache-sync"]
+    merged.update(summary=summary, ratios=ratios, targets=report.targets(ratios))
+    merged["meta"].update(machine={k: "?" for k in ("cpus", "cpu_model", "os", "kernel", "docker_engine", "compose")})
+    merged["meta"]["machine"]["memory_gib"] = 1
+    merged["meta"]["profile"].update(repetitions=3, duration=4.0, warmup=1.0, quick=False)
+    text = report.markdown(merged)
+    assert "| `2026-12-03T05:00:00Z` | 2026-12-03 05:00 UTC | `bbb2222` | 10.0 min | Apache → gunicorn sync" in text
+    assert "(and, for these ratios only, nginx → gunicorn sync)" in text
+    assert "| `2026-12-01 10:00 UTC` | 2026-12-01 10:00 UTC | `aaa1111` |" in text
+
+
+def test_only_a_subset_run_of_the_same_profile_merges(tmp_path, capsys):
+    from bench.__main__ import earlier_results
+
+    selection = select(parse_args(["--configs", "apache", "--out", str(tmp_path)]))
+    assert earlier_results(parse_args(["--configs", "apache"]), selection) is None  # nothing there yet
+    (tmp_path / "results.json").write_text(json.dumps({"meta": {"profile": {"name": "quick"}}}))
+    assert earlier_results(parse_args(["--configs", "apache"]), selection) is None
+    assert "not merging" in capsys.readouterr().err
+    (tmp_path / "results.json").write_text(json.dumps({"meta": {"profile": asdict(selection.profile)}}))
+    assert earlier_results(parse_args(["--configs", "apache"]), selection) is not None
+    assert earlier_results(parse_args(["--configs", "apache", "--replace"]), selection) is None
+    assert earlier_results(parse_args([]), selection) is None  # a full run replaces everything
+
+
+def test_apaches_settings_are_held_to_the_projects_nginx_and_gunicorn_budget():
+    from bench.lab import apache_settings
+    from serving.settings import load
+
+    conf = (REPO / "bench/apache/httpd.conf").read_text()
+    nginx = (REPO / "nginx/nginx.conf").read_text()
+    compose = (REPO / "docker-compose.yml").read_text()
+
+    def directive(name: str) -> str:
+        (value,) = re.findall(rf"^{name}\s+(.+)$", conf, flags=re.MULTILINE)
+        return value.strip()
+
+    def nginx_seconds(name: str) -> int:
+        (value,) = re.findall(rf"^\s*{name}\s+(\d+)s;", nginx, flags=re.MULTILINE)
+        return int(value)
+
+    proxy = dict(p.split("=", 1) for p in directive("ProxyPass").split()[2:])
+    threads, processes = int(directive("ThreadsPerChild")), int(directive("ServerLimit"))
+    # A pooled backend connection per thread; every io client's request in flight at once.
+    assert int(proxy["max"]) == threads
+    assert int(directive("MaxRequestWorkers")) == threads * processes == int(directive("StartServers")) * threads
+    assert threads * processes >= max(w.concurrency for w in workloads(quick=False) if w.key == "io")
+    # Apache closes an idle backend connection before gunicorn would.
+    assert int(proxy["ttl"]) < load({}).keepalive
+    # The timeouts and limits are nginx's.
+    (read_timeout,) = re.findall(r"proxy-read-timeout: &proxy-read-timeout (\d+)s", compose)
+    assert proxy["timeout"] == read_timeout
+    assert int(directive("KeepAliveTimeout")) == nginx_seconds("keepalive_timeout")
+    assert directive("RequestReadTimeout") == (
+        f"header={nginx_seconds('client_header_timeout')} body={nginx_seconds('client_body_timeout')},MinRate=500"
+    )
+    assert int(directive("Timeout")) == nginx_seconds("send_timeout")
+    (body_mib,) = re.findall(r"^\s*client_max_body_size (\d+)m;", nginx, flags=re.MULTILINE)
+    assert int(directive("LimitRequestBody")) == int(body_mib) * 1024 * 1024
+    assert f"%{{HTTP:Content-Length}} -gt {int(body_mib) * 1024 * 1024}" in conf
+    # What the lab reports from it.
+    settings = apache_settings(
+        "Server version: Apache/2.4.69 (Debian)\nServer MPM:     event\n",
+        "Loaded Modules:\n core_module (static)\n proxy_module (shared)\n",
+        conf,
+    )
+    assert settings["version"] == "Apache/2.4.69 (Debian)" and settings["mpm"] == "event"
+    assert settings["modules"] == ["proxy_module"] and settings["ThreadsPerChild"] == str(threads)
