@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import requests
 
-from harness.stack import STACK_VARIABLES, Stack
+from harness.stack import REPO, STACK_VARIABLES, Stack, base_images
 from tests.concurrency import cpu_parallelism, fire, max_overlap, rounds
 
 pytestmark = pytest.mark.integration
@@ -198,9 +199,15 @@ def test_more_worker_processes_are_what_helps_cpu_bound_work(stacks):
 # --- 3. slow clients ---------------------------------------------------------
 
 
-def _slow_clients(stack: Stack, host: str, port: int, count: int = 12, hold: float = 4.0) -> dict:
-    out = _in_container(stack, "app", ["python3", "-", host, str(port), str(count), str(hold)], SLOW_CLIENTS)
-    return json.loads(out.strip().splitlines()[-1])
+def _slow_clients(
+    stack: Stack, host: str, port: int, count: int = 12, hold: float = 4.0, body: int = 4096, upfront: int = 0
+) -> dict:
+    args = [host, str(port), str(count), str(hold), str(body), str(upfront)]
+    out = _in_container(stack, "app", ["python3", "-", *args], SLOW_CLIENTS)
+    result = json.loads(out.strip().splitlines()[-1])
+    # Shown with -rA and on failure: the figure docs/benchmarks/README.md cites.
+    print(f"slow clients via {host}:{port}: {result}")
+    return result
 
 
 def test_slow_clients_held_by_nginx_do_not_starve_sync_workers(stacks):
@@ -219,6 +226,95 @@ def test_the_same_slow_clients_aimed_at_gunicorn_directly_tie_up_the_sync_pool(s
     assert result["probe_seconds"] is None, result
     # And it recovers once they are gone.
     assert stack.get("/healthz").status_code == 200
+
+
+# --- 3b. slow clients against Apache (docs/benchmarks/README.md) ----------------
+
+#: mod_proxy_http reads this much of a request body before it connects to
+#: the backend (MAX_MEM_SPOOL in modules/proxy/mod_proxy_http.c), then streams
+#: the rest as it arrives.
+APACHE_PREFETCH_BYTES = 16384
+#: A body past the prefetch: its first 20 KiB arrive at once, the rest a byte a second.
+LARGE_BODY, LARGE_UPFRONT = 65536, 20480
+
+
+@pytest.fixture(scope="module")
+def apache_on_sync(stacks):
+    """The lab's Apache (bench/apache/) in front of the sync stack's
+    gunicorn: on that stack's network, where gunicorn answers to `app`,
+    hardened as in the lab (read-only, no capabilities, a /tmp tmpfs).
+    Removed at the end. Yields the host name it answers to there."""
+    stack = stacks("sync")
+    image = "flask-concurrency/bench-apache:local"
+    base = base_images("bench")["HTTPD_BASE_IMAGE"]
+    subprocess.run(
+        ["docker", "build", "-q", "-t", image, "--build-arg", f"HTTPD_BASE_IMAGE={base}", str(REPO / "bench/apache")],
+        check=True,
+        capture_output=True,
+    )
+    (network,) = [n for n in stack.container("app").network_settings.networks if n.endswith("_backend")]
+    name = f"{stack.project}-apache"
+    subprocess.run(
+        ["docker", "run", "-d", "--rm", "--name", name, "--network", network, "--read-only", "--cap-drop", "ALL"]
+        + ["--security-opt", "no-new-privileges:true", "--tmpfs", "/tmp", image],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        probe = f"import urllib.request; urllib.request.urlopen('http://{name}:8080/healthz', timeout=2)"
+        while subprocess.run(
+            ["docker", "exec", stack.container("app").id, "python3", "-c", probe], capture_output=True, check=False
+        ).returncode:
+            assert time.monotonic() < deadline, subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+            time.sleep(0.5)
+        yield name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+def test_slow_clients_held_by_apache_do_not_starve_sync_workers(stacks, apache_on_sync):
+    # The same 12 slow clients against the same 2 sync workers, through
+    # Apache: the unfinished headers hold Apache's threads (mod_reqtimeout
+    # ends them after 10 s), and the 4096-byte bodies stay within what
+    # mod_proxy_http reads before it involves a worker.
+    result = _slow_clients(stacks("sync"), apache_on_sync, 8080)
+    assert result["probe_seconds"] is not None, result
+    assert result["probe_seconds"] < 1.0, result
+    assert result["probe_status_line"].endswith("200 OK")
+
+
+def test_slow_bodies_past_apaches_16k_prefetch_starve_sync_workers_through_apache(stacks, apache_on_sync):
+    stack = stacks("sync")
+    assert LARGE_UPFRONT > APACHE_PREFETCH_BYTES
+    result = _slow_clients(stack, apache_on_sync, 8080, body=LARGE_BODY, upfront=LARGE_UPFRONT)
+    # Measured: no answer during the whole hold. Past its prefetch, Apache
+    # streams the body to gunicorn as it comes, so each sync worker sits
+    # reading a body at a byte a second, as if the client were direct.
+    assert result["probe_seconds"] is None, result
+    # And it recovers once they are gone.
+    assert _answers_soon(stack)
+
+
+def test_nginx_buffers_the_same_slow_bodies_past_16k_whole(stacks):
+    # The contrast: nginx reads the whole body (to a temporary file past
+    # client_body_buffer_size) before gunicorn sees the request.
+    result = _slow_clients(stacks("sync"), "nginx", 8080, body=LARGE_BODY, upfront=LARGE_UPFRONT)
+    assert result["probe_seconds"] is not None, result
+    assert result["probe_seconds"] < 1.0, result
+    assert result["probe_status_line"].endswith("200 OK")
+
+
+def _answers_soon(stack: Stack, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if stack.get("/healthz", timeout=5).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    return False
 
 
 # --- 4. the timeout budget ---------------------------------------------------
