@@ -205,13 +205,14 @@ CONFIGS: tuple[Config, ...] = (
         "dev-single",
         5001,
         "dev server threaded=False",
-        "app.run(threaded=False): Werkzeug, one process, one request at a time, HTTP/1.0",
+        "app.run(threaded=False): Werkzeug, one process, one request at a time, HTTP/1.0, Connection: close",
     ),
     _dev(
         "dev-threaded",
         5002,
         "dev server threaded=True",
-        "app.run(threaded=True): Werkzeug, a new thread per connection, HTTP/1.1 keep-alive",
+        "app.run(threaded=True): Werkzeug, a new thread per connection, HTTP/1.1, but every answer says "
+        "Connection: close, so in effect a thread per request",
     ),
     _dev(
         "dev-processes",

@@ -28,3 +28,54 @@ def test_nginx_access_log_shares_every_field_but_message_with_gunicorns_lines():
     assert {"method", "path", "status", "duration"} <= set(fields)
     observability = (REPO / "docs" / "observability.md").read_text()
     assert "it has no `message`" in observability
+
+
+def test_the_labs_statement_of_what_werkzeugs_dev_server_builds_on_holds_for_the_pinned_werkzeug():
+    # docs/benchmarks/README.md ("The development server, as the seeds
+    # describe it"): not wsgiref, but http.server and socketserver, and every
+    # answer closes its connection, HTTP/1.1 or not.
+    import http.server
+    import socket
+    import socketserver
+    import threading
+    import wsgiref.simple_server
+    from importlib.metadata import version
+
+    from werkzeug import serving
+
+    pinned = re.search(r"^werkzeug==([\d.]+)", (REPO / "requirements" / "app.txt").read_text(), re.MULTILINE)
+    assert pinned and version("werkzeug") == pinned.group(1)
+    docs = (REPO / "docs" / "benchmarks" / "README.md").read_text()
+    assert f"Werkzeug {pinned.group(1)}'s `werkzeug/serving.py`" in docs
+
+    assert issubclass(serving.BaseWSGIServer, http.server.HTTPServer)
+    assert issubclass(serving.WSGIRequestHandler, http.server.BaseHTTPRequestHandler)
+    assert serving.ThreadedWSGIServer.__bases__ == (socketserver.ThreadingMixIn, serving.BaseWSGIServer)
+    assert serving.ForkingWSGIServer.__bases__ == (socketserver.ForkingMixIn, serving.BaseWSGIServer)
+    # Nothing of wsgiref's server in the chain.
+    for cls in (serving.BaseWSGIServer, serving.WSGIRequestHandler):
+        assert not any(base.__module__.startswith("wsgiref") for base in cls.__mro__), cls
+    assert not issubclass(serving.BaseWSGIServer, wsgiref.simple_server.WSGIServer)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    # As the lab runs them: threaded=False answers HTTP/1.0, threaded=True
+    # HTTP/1.1; both say Connection: close and close.
+    for threaded, protocol in ((False, "HTTP/1.0"), (True, "HTTP/1.1")):
+        server = serving.make_server("127.0.0.1", 0, app, threaded=threaded)
+        thread = threading.Thread(target=server.handle_request, daemon=True)
+        thread.start()
+        try:
+            with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as client:
+                client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = b""
+                while chunk := client.recv(65536):
+                    answer += chunk  # the server closing the connection ends this loop
+            head = answer.split(b"\r\n\r\n", 1)[0].decode().lower()
+            assert head.startswith(f"{protocol} 200".lower()), head
+            assert "connection: close" in head, head
+        finally:
+            thread.join(5)
+            server.server_close()
