@@ -140,7 +140,7 @@ def _apache(worker_class: str, per_worker: str) -> Config:
         base_url=f"http://apache-{worker_class}:8080",
         app_service=f"gunicorn-{worker_class}",
         front_service=f"apache-{worker_class}",
-        settings=f"Apache httpd 2.4, event MPM (4 processes × 128 threads), mod_proxy_http with a pooled "
+        settings=f"Apache httpd 2.4, event MPM (4 processes × 256 threads), mod_proxy_http with a pooled "
         f"keep-alive connection per thread, the project's nginx timeouts and limits (bench/apache/httpd.conf) → "
         f"the same gunicorn as nginx → gunicorn {worker_class} ({WORKERS} workers{per_worker})",
         workloads=("fast", "io", "cpu", "mix"),

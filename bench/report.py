@@ -519,29 +519,49 @@ def _sessions(results: dict) -> list[str]:
 
 
 def _front_cpu(results: dict) -> list[str]:
-    """nginx's and Apache's CPU per request in front of the same gunicorn
-    class (medians), and their ratio paired pass by pass."""
-    cells = {(s["config"], s["workload"]): s for s in results["summary"]}
-    ratio = {r["name"]: r for r in results["ratios"] if r["group"] == APACHE_CPU_GROUP}
+    """Apache beside nginx in front of the same gunicorn class: req/s and the
+    front's CPU per request, each the median over the passes of the
+    session(s) that measured Apache (nginx's from the same passes, not from
+    its own table row, which may be an earlier session's), and the ratios
+    paired pass by pass."""
+    paired = {(r["group"], r["name"]): r for r in results["ratios"]}
     rows = []
     for cls in CLASSES:
         for w in results["workloads"]:
-            nginx, apache = cells.get((f"nginx-{cls}", w["key"])), cells.get((f"apache-{cls}", w["key"]))
-            if nginx is None or apache is None:
+            apache = [r for r in results["runs"] if r["config"] == f"apache-{cls}" and r["workload"] == w["key"]]
+            sessions = {r.get("session") for r in apache}
+            nginx = [
+                r
+                for r in results["runs"]
+                if r["config"] == f"nginx-{cls}" and r["workload"] == w["key"] and r.get("session") in sessions
+            ]
+            if not apache or not nginx:
                 continue
-            paired = ratio.get(f"{cls}, {w['key']}")
+            name = f"{cls}, {w['key']}"
             rows.append(
-                f"| {cls} | {w['label']} | {_cpu_ms(nginx['front_cpu_ms_per_request'])} | "
-                f"{_cpu_ms(apache['front_cpu_ms_per_request'])} | {_ratio(paired)} |"
+                "| "
+                + " | ".join(
+                    [
+                        cls,
+                        w["label"],
+                        _fmt(_median(r["rps"] for r in nginx)),
+                        _fmt(_median(r["rps"] for r in apache)),
+                        _ratio(paired.get((APACHE_GROUP, name))),
+                        _cpu_ms(_median(r.get("front_cpu_ms_per_request") for r in nginx)),
+                        _cpu_ms(_median(r.get("front_cpu_ms_per_request") for r in apache)),
+                        _ratio(paired.get((APACHE_CPU_GROUP, name))),
+                    ]
+                )
+                + " |"
             )
     if not rows:
         return []
     return [
-        "### Each front's CPU per request: nginx and Apache in front of the same gunicorn",
+        "### Apache beside nginx in front of the same gunicorn, in the same passes",
         "",
-        "| gunicorn class | workload | nginx, CPU ms per request | Apache, CPU ms per request "
-        "| Apache / nginx (range) |",
-        "| --- | --- | ---: | ---: | --- |",
+        "| gunicorn class | workload | nginx req/s | Apache req/s | Apache / nginx req/s (range) "
+        "| nginx CPU ms per request | Apache CPU ms per request | Apache / nginx CPU per request (range) |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | --- |",
         *rows,
         "",
     ]
@@ -578,7 +598,12 @@ def merge(previous: dict, current: dict) -> dict:
     partners = [k for k in current["meta"].get("partners", []) if k in before]
     measured = [c["key"] for c in current["configs"] if c["key"] not in partners]
     earlier = session_of(previous["meta"])
-    runs = [{**r, "session": r.get("session", earlier)} for r in previous["runs"] if r["config"] not in measured]
+    # An earlier session's partner runs are superseded by this one's.
+    runs = [
+        {**r, "session": r.get("session", earlier)}
+        for r in previous["runs"]
+        if r["config"] not in measured and not (r.get("partner") and r["config"] in partners)
+    ]
     runs += [{**r, "partner": True} if r["config"] in partners else r for r in current["runs"]]
     kept = {r["config"] for r in runs}
     by_key = {c["key"]: c for c in previous["configs"]} | {c["key"]: c for c in current["configs"]}

@@ -108,7 +108,7 @@ def test_each_app_server_reports_the_settings_the_table_states(results):
     apache = described["apache-gthread"]["front_effective"]
     assert apache["version"].startswith("Apache/2.4.") and apache["mpm"] == "event", apache
     assert {"proxy_module", "proxy_http_module", "reqtimeout_module"} <= set(apache["modules"]), apache
-    assert apache["ThreadsPerChild"] == "128", apache
+    assert apache["ThreadsPerChild"] == "256", apache
 
 
 def test_dev_servers_were_reachable_only_inside_the_lab(results):

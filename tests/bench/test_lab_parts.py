@@ -421,3 +421,29 @@ def test_apaches_settings_are_held_to_the_projects_nginx_and_gunicorn_budget():
     )
     assert settings["version"] == "Apache/2.4.69 (Debian)" and settings["mpm"] == "event"
     assert settings["modules"] == ["proxy_module"] and settings["ThreadsPerChild"] == str(threads)
+
+
+def test_a_second_apache_session_supersedes_the_first_ones_partner_runs():
+    full = _results(
+        "S0", "2026-12-01 10:00 UTC", "aaa1111", ["nginx-sync"], [_run("S0", 1, "nginx-sync", "fast", 1800)]
+    )
+
+    def apache_session(session, apache_rps, nginx_rps):
+        return _results(
+            session,
+            session,
+            "bbb2222",
+            ["nginx-sync", "apache-sync"],
+            [_run(session, 1, "nginx-sync", "fast", nginx_rps), _run(session, 1, "apache-sync", "fast", apache_rps)],
+            partners=["nginx-sync"],
+        )
+
+    merged = report.merge(report.merge(full, apache_session("S1", 500, 1000)), apache_session("S2", 700, 1000))
+    assert sorted((r["session"], r["config"], r.get("partner", False)) for r in merged["runs"]) == [
+        ("S0", "nginx-sync", False),
+        ("S2", "apache-sync", False),
+        ("S2", "nginx-sync", True),
+    ]
+    assert set(merged["sessions"]) == {"S0", "S2"}
+    (apache,) = [r for r in report.ratios(merged["runs"], ()) if r["group"] == report.APACHE_GROUP]
+    assert apache["median"] == pytest.approx(0.7) and apache["n"] == 1
