@@ -305,6 +305,31 @@ def test_nginx_buffers_the_same_slow_bodies_past_16k_whole(stacks):
     assert result["probe_status_line"].endswith("200 OK")
 
 
+_OVER_THE_LIMIT = r"""
+import http.client, json, sys
+connection = http.client.HTTPConnection(sys.argv[1], 8080, timeout=10)
+# Only the headers: the length alone must be refused, before any body is read.
+connection.putrequest("POST", "/work/upload")
+connection.putheader("Content-Length", str(2 * 1024 * 1024))
+connection.putheader("X-Request-ID", "apache-limit-check-1")
+connection.endheaders()
+response = connection.getresponse()
+print(json.dumps({"status": response.status, "type": response.getheader("Content-Type"),
+                  "body": json.loads(response.read())}))
+"""
+
+
+def test_apache_refuses_a_body_over_nginxs_limit_itself_in_json(stacks, apache_on_sync):
+    # httpd 2.4 applies LimitRequestBody to no proxied request; the rewrite
+    # rule in bench/apache/httpd.conf does, with nginx's JSON error and the
+    # client's request id.
+    out = _in_container(stacks("sync"), "app", ["python3", "-c", _OVER_THE_LIMIT, apache_on_sync])
+    answer = json.loads(out.strip().splitlines()[-1])
+    assert answer["status"] == 413 and answer["type"] == "application/json", answer
+    assert answer["body"]["error"]["source"] == "apache", answer
+    assert answer["body"]["error"]["request_id"] == "apache-limit-check-1", answer
+
+
 def _answers_soon(stack: Stack, timeout: float = 30) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
