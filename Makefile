@@ -223,7 +223,10 @@ loadtest-reports:
 # (bench/compose.yml). The full mode (about 18 minutes) rewrites the figures in
 # docs/benchmarks/; QUICK=1 is CI's short check of the lab itself (about two
 # minutes) and writes to .cache/bench-quick/. BENCH_ARGS passes more options
-# (`.venv/bin/python -m bench --help`), e.g. BENCH_ARGS="--configs nginx-gevent".
+# (`.venv/bin/python -m bench --help`), e.g. BENCH_ARGS="--configs apache":
+# a run of some configurations (keys, families or fronts; each brings the
+# ones its ratios pair with) merges its figures beside the earlier ones of
+# the same profile (--replace: write only its own).
 
 .PHONY: bench
 
