@@ -231,20 +231,16 @@ def test_the_same_slow_clients_aimed_at_gunicorn_directly_tie_up_the_sync_pool(s
 # --- 3b. slow clients against Apache (docs/benchmarks/README.md) ----------------
 
 #: mod_proxy_http reads this much of a request body before it connects to
-#: the backend (MAX_MEM_SPOOL in modules/proxy/mod_proxy_http.c), then streams
-#: the rest as it arrives.
+#: the backend (MAX_MEM_SPOOL in modules/proxy/mod_proxy_http.c), then, with
+#: no request input filter in place, streams the rest as it arrives.
 APACHE_PREFETCH_BYTES = 16384
 #: A body past the prefetch: its first 20 KiB arrive at once, the rest a byte a second.
 LARGE_BODY, LARGE_UPFRONT = 65536, 20480
 
 
 @pytest.fixture(scope="module")
-def apache_on_sync(stacks):
-    """The lab's Apache (bench/apache/) in front of the sync stack's
-    gunicorn: on that stack's network, where gunicorn answers to `app`,
-    hardened as in the lab (read-only, no capabilities, a /tmp tmpfs).
-    Removed at the end. Yields the host name it answers to there."""
-    stack = stacks("sync")
+def apache_image():
+    """The lab's Apache image (bench/apache/), built on the resolved base."""
     image = "flask-concurrency/bench-apache:local"
     base = base_images("bench")["HTTPD_BASE_IMAGE"]
     subprocess.run(
@@ -252,11 +248,18 @@ def apache_on_sync(stacks):
         check=True,
         capture_output=True,
     )
+    return image
+
+
+def _apache_in_front(stack: Stack, image: str, name: str, *httpd_args: str):
+    """Apache in front of the stack's gunicorn: on its network, where
+    gunicorn answers to `app`, hardened as in the lab (read-only, no
+    capabilities, a /tmp tmpfs). Yields the host name it answers to there;
+    removed at the end."""
     (network,) = [n for n in stack.container("app").network_settings.networks if n.endswith("_backend")]
-    name = f"{stack.project}-apache"
     subprocess.run(
         ["docker", "run", "-d", "--rm", "--name", name, "--network", network, "--read-only", "--cap-drop", "ALL"]
-        + ["--security-opt", "no-new-privileges:true", "--tmpfs", "/tmp", image],
+        + ["--security-opt", "no-new-privileges:true", "--tmpfs", "/tmp", image, "httpd-foreground", *httpd_args],
         check=True,
         capture_output=True,
     )
@@ -273,24 +276,47 @@ def apache_on_sync(stacks):
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
+@pytest.fixture(scope="module")
+def apache_on_sync(stacks, apache_image):
+    """The lab's Apache as configured, in front of the sync stack."""
+    stack = stacks("sync")
+    yield from _apache_in_front(stack, apache_image, f"{stack.project}-apache")
+
+
+@pytest.fixture(scope="module")
+def apache_streaming_on_sync(stacks, apache_image):
+    """The same, without mod_buffer's input filter (`-DSTREAM_BODIES`):
+    mod_proxy_http's own way with a request body."""
+    stack = stacks("sync")
+    yield from _apache_in_front(stack, apache_image, f"{stack.project}-apache-streaming", "-DSTREAM_BODIES")
+
+
 def test_slow_clients_held_by_apache_do_not_starve_sync_workers(stacks, apache_on_sync):
     # The same 12 slow clients against the same 2 sync workers, through
     # Apache: the unfinished headers hold Apache's threads (mod_reqtimeout
-    # ends them after 10 s), and the 4096-byte bodies stay within what
-    # mod_proxy_http reads before it involves a worker.
+    # ends them after 10 s), the bodies are read whole before a worker is
+    # involved.
     result = _slow_clients(stacks("sync"), apache_on_sync, 8080)
     assert result["probe_seconds"] is not None, result
     assert result["probe_seconds"] < 1.0, result
     assert result["probe_status_line"].endswith("200 OK")
 
 
-def test_slow_bodies_past_apaches_16k_prefetch_starve_sync_workers_through_apache(stacks, apache_on_sync):
-    stack = stacks("sync")
+def test_apache_with_mod_buffer_reads_slow_bodies_past_16k_whole_too(stacks, apache_on_sync):
     assert LARGE_UPFRONT > APACHE_PREFETCH_BYTES
-    result = _slow_clients(stack, apache_on_sync, 8080, body=LARGE_BODY, upfront=LARGE_UPFRONT)
-    # Measured: no answer during the whole hold. Past its prefetch, Apache
-    # streams the body to gunicorn as it comes, so each sync worker sits
-    # reading a body at a byte a second, as if the client were direct.
+    result = _slow_clients(stacks("sync"), apache_on_sync, 8080, body=LARGE_BODY, upfront=LARGE_UPFRONT)
+    assert result["probe_seconds"] is not None, result
+    assert result["probe_seconds"] < 1.0, result
+    assert result["probe_status_line"].endswith("200 OK")
+
+
+def test_without_mod_buffer_slow_bodies_past_apaches_16k_prefetch_starve_sync_workers(stacks, apache_streaming_on_sync):
+    stack = stacks("sync")
+    result = _slow_clients(stack, apache_streaming_on_sync, 8080, body=LARGE_BODY, upfront=LARGE_UPFRONT)
+    # Measured: no answer during the whole hold. Past its prefetch,
+    # mod_proxy_http alone streams the body to gunicorn as it comes, so each
+    # sync worker sits reading a body at a byte a second, as if the client
+    # were direct. The small bodies of nginx's test fit in the prefetch.
     assert result["probe_seconds"] is None, result
     # And it recovers once they are gone.
     assert _answers_soon(stack)
