@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask
+from flask import Flask, Request
 from flask_static_digest import FlaskStaticDigest
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app import config, db, demo, errors, health, views
 
@@ -33,8 +34,40 @@ def is_development() -> bool:
     return os.environ.get("APP_ENV", "production") == "development"
 
 
+class BodyLimitedRequest(Request):
+    """A body of unknown length (Transfer-Encoding: chunked) over
+    MAX_CONTENT_LENGTH is a JSON 413, as one that declares its length is:
+    Werkzeug alone stops reading it at the limit and hands the view what it
+    read, silently cut. nginx refuses such a body first; this holds behind
+    anything else. Only a request whose body is read pays for it."""
+
+    def _read_chunked_body(self) -> None:
+        if self.content_length is not None or getattr(self, "_cached_data", None) is not None:
+            return
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return
+        data = self.stream.read()
+        limit = self.max_content_length
+        # At the limit, one byte more from the input itself tells a cut body from a whole one.
+        if limit is not None and len(data) >= limit and self.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
+        # get_data() and the form parser read it from here.
+        self._cached_data = data
+
+    def get_data(self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False):  # noqa: FBT001, FBT002
+        self._read_chunked_body()
+        return super().get_data(cache=cache, as_text=as_text, parse_form_data=parse_form_data)
+
+    def _load_form_data(self) -> None:
+        self._read_chunked_body()
+        super()._load_form_data()
+
+
 class ProductionFlask(Flask):
-    """Flask whose `run()` refuses unless APP_ENV=development."""
+    """Flask whose `run()` refuses unless APP_ENV=development, and whose
+    requests never hand a view a body cut at the limit."""
+
+    request_class = BodyLimitedRequest
 
     def run(self, *args, **kwargs):  # noqa: ANN002, ANN003
         if not is_development():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 
 import pytest
 from flask import jsonify, request
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Response
 
 import app.factory as app_package
 
@@ -62,6 +65,28 @@ def test_body_at_max_content_length_is_accepted(echo_body_app):
     response = client.post("/_test/body", data=b"x" * limit)
     assert response.status_code == 200
     assert response.get_json() == {"size": limit}
+
+
+def post_chunked(app, path: str, body: bytes):
+    """POST `body` of unknown length (Transfer-Encoding: chunked), as a WSGI
+    server hands it over: no CONTENT_LENGTH, the input terminated."""
+    environ = EnvironBuilder(path=path, method="POST", input_stream=io.BytesIO(body)).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update(HTTP_TRANSFER_ENCODING="chunked", **{"wsgi.input_terminated": True})
+    return Response.from_app(app, environ)
+
+
+@pytest.mark.parametrize("size", [0, 1000, app_package.MAX_CONTENT_LENGTH])
+def test_a_chunked_body_up_to_the_limit_reaches_the_view_whole(echo_body_app, size):
+    response = post_chunked(echo_body_app, "/_test/body", b"x" * size)
+    assert response.status_code == 200
+    assert response.get_json() == {"size": size}
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_not_cut_silently(echo_body_app):
+    # Werkzeug alone would hand the view the first MAX_CONTENT_LENGTH bytes.
+    response = post_chunked(echo_body_app, "/_test/body", b"x" * (2 * app_package.MAX_CONTENT_LENGTH))
+    assert_json_error(response, 413)
 
 
 def test_500_is_json_without_traceback_and_is_logged(app, caplog):
