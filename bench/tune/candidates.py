@@ -146,12 +146,14 @@ def coarse(limits: Limits, quick: bool = False) -> list[Candidate]:
 
     `quick` (CI's short mode): every class at the core count only, but sync
     also at 2 x cores + 1, so that a CPU-bound profile still chooses between
-    the two worker counts; gevent's pool at its default and twice it."""
+    the two worker counts; gthread with 16 threads only; gevent's pool at
+    its default and twice it."""
     cores, most = limits.cores, limits.max_workers
     database = limits.budget is not None
     workers = [cores] if quick else sorted({cores, most})
     shapes = [Candidate("sync", w) for w in sorted({cores, most})]
-    shapes += [Candidate("gthread", w, threads=t) for w in workers for t in THREADS]
+    threads = THREADS[-1:] if quick else THREADS
+    shapes += [Candidate("gthread", w, threads=t) for w in workers for t in threads]
     shapes += [Candidate("gevent", w, greenlets=g) for w in workers for g in GREENLETS]
     out = [c for shape in shapes for c in _with_pools(shape, database, quick)]
     return [c for c in dict.fromkeys(out) if limits.fits(c)]
