@@ -19,10 +19,10 @@ import time
 import pytest
 
 from bench.tune import report
-from bench.tune.__main__ import Tune, limits_for
 from bench.tune.candidates import Candidate
 from bench.tune.run import TuneLab, profile_for, workload_for
 from bench.tune.settings import load
+from bench.tune.tuner import Tune, limits_for
 from harness.stack import REPO, Stack, app_build_context
 from serving.budget import Budget
 from tests.integration.test_stack import FORK_VIEWS
