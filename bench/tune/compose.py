@@ -17,6 +17,7 @@ Values are written out, not interpolated: the file says exactly what ran.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from bench.tune.candidates import Candidate
@@ -53,6 +54,13 @@ NGINX_ENV = {
     "NGINX_CONNECTIONS_PER_CLIENT": "65535",
     "HSTS_MAX_AGE": "63072000",
 }
+
+
+def generator_user() -> str:
+    """Yours, so that the locustfile reads as it does for you (as `make
+    loadtest` runs locust); as root, the image's own unprivileged 10001."""
+    uid, gid = os.getuid(), os.getgid()
+    return "10001:10001" if uid == 0 else f"{uid}:{gid}"
 
 
 def service_names(candidate: Candidate) -> dict[str, str]:
@@ -118,7 +126,7 @@ def overlay(
             # Idle until a run is exec'd; init forwards the stop signal.
             "entrypoint": ["sleep", "infinity"],
             "init": True,
-            "user": "10001:10001",
+            "user": generator_user(),
             "volumes": [{"type": "bind", "source": str(profile_dir), "target": PROFILE_MOUNT, "read_only": True}],
             "networks": [network],
         }
