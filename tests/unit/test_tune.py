@@ -281,3 +281,24 @@ def test_the_overlay_gives_each_candidate_its_own_network_quota_and_names(tmp_pa
     # The throwaway database: its data on a tmpfs, not the product's volume.
     assert services["db"].get("volumes", []) == []
     assert compose.DATABASE_NETWORK in services["db"]["networks"]
+
+
+def test_locusts_figures_carry_the_p95_the_objective_reads():
+    from bench import generators
+
+    times = {"10": 90, "50": 6, "200": 4}
+    stats = [
+        {
+            "name": "/",
+            "num_requests": 100,
+            "num_failures": 0,
+            "response_times": times,
+            "start_time": 0.0,
+            "last_request_timestamp": 10.0,
+            "total_response_time": sum(float(ms) * n for ms, n in times.items()),
+            "max_response_time": 200,
+        }
+    ]
+    # The 95th of 100 answers is among the six at 50 ms; the 97th, at 200.
+    latency = generators.summarize_locust(stats, users=10, seconds=10)["latency_ms"]
+    assert latency["p95"] == 50 and latency["p99"] == 200
