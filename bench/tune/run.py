@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import generators
+from bench.cpu import Snapshot
 from bench.lab import Lab, LabError
 from bench.matrix import Config, Profile, Workload
 from bench.tune import compose
@@ -135,6 +136,9 @@ class TuneLab(Lab):
         self.candidates: list[Candidate] = []
         self.stack = Stack("tune", overlays=(overlay_path,), profiles=("tune",), project=project)
         self._migrated = False
+        #: The database's CPU during the run in progress: cores over the
+        #: load's seconds, and over the snapshots' window.
+        self._database_cpu: tuple[float, float] | None = None
 
     # --- the overlay and the containers --------------------------------------
 
@@ -205,9 +209,31 @@ class TuneLab(Lab):
     # --- one run -------------------------------------------------------------
 
     def run(self, config: Config, workload: Workload, rep: int) -> dict:
+        self._database_cpu = None
         result = super().run(config, workload, rep)
         result["app_memory_mib"] = self.memory_mib(config.app_service)
+        if self._database_cpu is not None:
+            # The database works for the candidate: its CPU is the run's
+            # own, not other work on this machine (bench/cpu.py's other_cpu).
+            cores, over_window = self._database_cpu
+            result["db_cpu"] = cores
+            if result.get("other_cpu") is not None:
+                result["other_cpu"] = round(max(0.0, result["other_cpu"] - over_window), 3)
         return result
+
+    def snapshot(self, config: Config) -> Snapshot:
+        snapshot = super().snapshot(config)
+        if self.settings.database:
+            snapshot.cpu_ns["db"] = self.cpu_ns("db")
+        return snapshot
+
+    def _run_locust(self, config: Config, workload: Workload) -> tuple[dict, Snapshot, Snapshot, float]:
+        result, before, after, load_seconds = super()._run_locust(config, workload)
+        a, b = before.cpu_ns.get("db"), after.cpu_ns.get("db")
+        if a is not None and b is not None:
+            used = (b - a) / 1e9
+            self._database_cpu = (round(used / load_seconds, 3), used / (after.at - before.at))
+        return result, before, after, load_seconds
 
     def locust(self, config: Config, workload: Workload, seconds: int, spawn_seconds: int) -> dict:
         command = locust_command(self.settings, seconds, spawn_seconds)

@@ -7,7 +7,7 @@ the tie rule, and whether the run can recommend at all.
   every run.
 - Two candidates tie when the difference in throughput, measured pass by
   pass (bench/report.py's paired ratio), is inside the run-to-run spread of
-  either, or inside TIE_FLOOR when one repetition measured no spread. Of
+  either, or inside TIE_FLOOR (TIE_FLOOR_ONE_RUN with a single run each). Of
   tied candidates the simpler wins (candidates.Candidate.simplicity).
 - No recommendation when no candidate meets the targets, or when this
   machine was busy with other work for a share of the runs (bench/cpu.py's
@@ -23,9 +23,11 @@ from bench import report
 from bench.tune.candidates import Candidate
 
 #: The smallest difference in throughput that is not a tie, when the runs
-#: measured less spread (or none: one repetition): a shared machine's
-#: run-to-run noise.
+#: measured less spread: a shared machine's run-to-run noise. With one run
+#: each (quick mode) no spread was measured at all, and a single short run
+#: is noisier: the floor is twice as high.
 TIE_FLOOR = 0.05
+TIE_FLOOR_ONE_RUN = 0.10
 #: A run is disturbed when this machine ran more than this share of its
 #: cores' worth of other work meanwhile (other_cpu); a tune with more than
 #: BUSY_RUNS_SHARE of its runs disturbed does not recommend.
@@ -98,7 +100,8 @@ def compare(runs: list[dict], a: dict, b: dict) -> dict:
     if paired is None:
         ratio = b["rps"] / a["rps"] if a["rps"] else 0.0
         paired = {"median": ratio, "min": ratio, "max": ratio, "n": 0}
-    noise = max(a["spread"], b["spread"], TIE_FLOOR)
+    floor = TIE_FLOOR_ONE_RUN if min(a["runs"], b["runs"]) == 1 else TIE_FLOOR
+    noise = max(a["spread"], b["spread"], floor)
     return {**paired, "tie": abs(1 - paired["median"]) <= noise, "noise": noise}
 
 

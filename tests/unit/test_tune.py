@@ -14,7 +14,7 @@ import pytest
 from bench.tune import candidates as cands
 from bench.tune import compose, run, settings
 from bench.tune.candidates import Candidate, Limits
-from bench.tune.verdict import TIE_FLOOR, Objective, decide, figures
+from bench.tune.verdict import TIE_FLOOR, TIE_FLOOR_ONE_RUN, Objective, decide, figures
 from harness.stack import REPO
 from serving.budget import OVERLAP, Budget
 
@@ -167,11 +167,17 @@ def test_a_difference_beyond_the_spread_is_not_a_tie():
     assert verdict.behind["median"] == pytest.approx(0.8, abs=0.01)
 
 
-def test_one_repetition_ties_inside_the_floor_only():
-    inside = [recorded(GEVENT.key, 1, 100), recorded(SYNC.key, 1, 100 * (1 - TIE_FLOOR / 2))]
-    outside = [recorded(GEVENT.key, 1, 100), recorded(SYNC.key, 1, 100 * (1 - TIE_FLOOR * 2))]
-    assert decide(inside, [GEVENT, SYNC], OBJECTIVE).winner["key"] == SYNC.key
-    assert decide(outside, [GEVENT, SYNC], OBJECTIVE).winner["key"] == GEVENT.key
+def test_without_a_measured_spread_the_floor_decides_the_tie():
+    def passes(n: int, ratio: float) -> list[dict]:
+        pairs = [(recorded(GEVENT.key, rep, 100), recorded(SYNC.key, rep, ratio * 100)) for rep in range(1, n + 1)]
+        return [run for pair in pairs for run in pair]
+
+    # One run each: no spread at all, so the higher floor.
+    assert decide(passes(1, 1 - TIE_FLOOR_ONE_RUN * 0.9), [GEVENT, SYNC], OBJECTIVE).winner["key"] == SYNC.key
+    assert decide(passes(1, 1 - TIE_FLOOR_ONE_RUN * 1.1), [GEVENT, SYNC], OBJECTIVE).winner["key"] == GEVENT.key
+    # Two identical passes each: a spread of zero, so the lower floor.
+    assert decide(passes(2, 1 - TIE_FLOOR * 0.9), [GEVENT, SYNC], OBJECTIVE).winner["key"] == SYNC.key
+    assert decide(passes(2, 1 - TIE_FLOOR * 1.1), [GEVENT, SYNC], OBJECTIVE).winner["key"] == GEVENT.key
 
 
 def test_simpler_means_the_class_first_then_fewer_workers():
