@@ -124,6 +124,7 @@ def test_every_candidate_answered_and_the_winners_met_the_targets(oracle):
         verdict = outcome["results"]["_verdict"]
         for row in verdict.table:
             assert row["requests"] > 0, f"{name}: {row['key']} answered nothing"
+        assert verdict.winner is not None, f"{name}: {verdict.refusals}"
         assert verdict.winner["failures"] == 0, f"{name}: {verdict.winner}"
 
 
