@@ -60,7 +60,8 @@ class Candidate:
             "gevent": f" × {self.greenlets} greenlets",
         }[self.worker_class]
         pool = f", pool {self.pool}" if self.pool else ""
-        return f"{self.worker_class}, {self.workers} workers{per_worker}{pool}"
+        workers = f"{self.workers} worker{'' if self.workers == 1 else 's'}"
+        return f"{self.worker_class}, {workers}{per_worker}{pool}"
 
     @property
     def concurrency(self) -> int:
