@@ -236,3 +236,14 @@ BENCH_ARGS ?=
 bench: $(VENV)/.installed ## Measure every serving configuration, write docs/benchmarks/ (QUICK=1: CI's short mode)
 	@scripts/ensure-docker.sh
 	@$(PYTHON) -m bench $(if $(filter 1 yes true,$(QUICK)),--quick) $(BENCH_ARGS)
+
+# make tune (docs/tuning.md): your locustfile's load against candidate worker
+# classes, workers, threads and pools, sized from the app container's CPU
+# quota and the database's connection budget; prints the .env lines to apply
+# and writes .cache/tune/ (tune.md, tune.json, tune.png). TUNE_* variables
+# set it (printed at the start, with their defaults); QUICK=1: CI's short mode.
+.PHONY: tune
+
+tune: $(VENV)/.installed ## Recommend WORKER_CLASS, workers, threads and pool from your locustfile's load (docs/tuning.md)
+	@scripts/ensure-docker.sh
+	@$(PYTHON) -m bench.tune $(if $(filter 1 yes true,$(QUICK)),--quick)

@@ -1,0 +1,172 @@
+"""make tune against profiles whose best configuration is known (the
+oracle), and against a fork with a locustfile of its own, in quick mode.
+
+The three oracle profiles share one set of candidate containers: the
+candidates depend on the CPU quota and the connection budget, not on the
+profile, so the database is on for all three. The app container gets one
+CPU, which leaves this machine's other core(s) to the load generator and
+nginx: "about one worker per core" is then a clear claim.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.tune import report
+from bench.tune.candidates import Candidate
+from bench.tune.run import TuneLab, profile_for, workload_for
+from bench.tune.settings import load
+from bench.tune.tuner import Tune, limits_for
+from harness.stack import REPO, Stack, app_build_context
+from serving.budget import Budget
+from tests.integration.test_stack import FORK_VIEWS
+
+pytestmark = pytest.mark.tune
+
+HERE = REPO / "tests" / "tune"
+APP_CPUS = "1"
+#: Profile: its locustfile and its users.
+PROFILES = {
+    "io": ("io_locustfile.py", 32),
+    "cpu": ("cpu_locustfile.py", 8),
+    "db": ("db_locustfile.py", 16),
+}
+
+
+def settings_for(locustfile: str, users: int, **extra: str):
+    env = {
+        "TUNE_LOCUSTFILE": str(HERE / locustfile),
+        "TUNE_USERS": str(users),
+        # Every user at once: the ramp-up is a second.
+        "TUNE_SPAWN_RATE": "100",
+        "TUNE_APP_CPUS": APP_CPUS,
+        **extra,
+    }
+    # Nothing of the developer's .env.
+    return load(env, {}, quick=True)
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory):
+    """Every oracle profile tuned on the same candidates; per profile, its
+    results and the seconds it took."""
+    out = tmp_path_factory.mktemp("tune")
+    first = settings_for(*PROFILES["io"], TUNE_DATABASE="yes")
+    lab = TuneLab(first, out / "compose.tune.yml", project="flask-concurrency-tune-test")
+    started = time.monotonic()
+    outcomes = {}
+    try:
+        lab.build()
+        limits, database = limits_for(lab, first)
+        for name, (locustfile, users) in PROFILES.items():
+            settings = settings_for(locustfile, users, TUNE_DATABASE="yes")
+            lab.settings, lab.workloads, lab.profile = settings, (workload_for(settings),), profile_for(settings, 1)
+            began = time.monotonic()
+            tune = Tune(lab, settings, limits, time.monotonic())
+            tune.measure()
+            results = tune.results(database)
+            report.write(results, out / name)
+            print(f"--- {name}: {time.monotonic() - began:.0f} s\n{report.answer(results)}")
+            print("\n".join(report.table(results["_verdict"])))
+            outcomes[name] = {"results": results, "seconds": time.monotonic() - began}
+    finally:
+        lab.down()
+    print(f"oracle: {time.monotonic() - started:.0f} s in all")
+    return outcomes
+
+
+def winner(outcome: dict) -> Candidate:
+    results = outcome["results"]
+    verdict = results["_verdict"]
+    assert verdict.winner is not None, verdict.refusals
+    (chosen,) = (c for c in results["candidates"] if c["key"] == verdict.winner["key"])
+    return Candidate(chosen["worker_class"], chosen["workers"], chosen["threads"], chosen["greenlets"], chosen["pool"])
+
+
+def test_a_waiting_bound_profile_gets_gevent_or_a_thread_per_client(oracle):
+    chosen = winner(oracle["io"])
+    users = PROFILES["io"][1]
+    assert chosen.worker_class == "gevent" or (chosen.worker_class == "gthread" and chosen.concurrency >= users), (
+        chosen.key
+    )
+
+
+def test_a_cpu_bound_profile_gets_about_one_worker_per_core_and_never_gevent(oracle):
+    chosen = winner(oracle["cpu"])
+    assert chosen.worker_class in ("sync", "gthread"), chosen.key
+    assert chosen.workers <= int(APP_CPUS) + 1, chosen.key
+
+
+def test_a_database_bound_profile_gets_a_pool_for_every_client_within_the_budget(oracle):
+    chosen = winner(oracle["db"])
+    database = oracle["db"]["results"]["database"]
+    budget = Budget(
+        replicas=database["replicas"],
+        workers=chosen.workers,
+        pool_size=chosen.pool,
+        reserved=database["reserve"],
+        max_connections=database["max_connections"],
+        superuser_reserved=database["superuser_reserved"],
+        role_reserved=database["reserved_connections"],
+    )
+    assert chosen.connections >= PROFILES["db"][1], chosen.key
+    assert budget.fits(), budget.describe()
+
+
+def test_every_candidate_answered_and_the_winners_met_the_targets(oracle):
+    for name, outcome in oracle.items():
+        verdict = outcome["results"]["_verdict"]
+        for row in verdict.table:
+            assert row["requests"] > 0, f"{name}: {row['key']} answered nothing"
+        assert verdict.winner is not None, f"{name}: {verdict.refusals}"
+        assert verdict.winner["failures"] == 0, f"{name}: {verdict.winner}"
+
+
+def test_the_fork_gets_a_recommendation_and_a_report(tmp_path):
+    context = tmp_path / "context"
+    context.mkdir()
+    overlay = app_build_context(context, "flask-concurrency-test/tune-fork-app")
+    (context / "app" / "views.py").write_text(FORK_VIEWS)
+    Stack("tune-fork-build", overlays=(overlay,)).docker.compose.build(services=["app"], quiet=True)
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "TUNE_LOCUSTFILE": str(HERE / "fork_locustfile.py"),
+        "TUNE_USERS": "8",
+        "TUNE_SPAWN_RATE": "100",
+        "TUNE_APP_CPUS": APP_CPUS,
+        "TUNE_DATABASE": "no",
+        "DEMO_ENDPOINTS": "false",
+    }
+    project = "flask-concurrency-tune-fork-test"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.tune", "--quick", "--app-image", "flask-concurrency-test/tune-fork-app"]
+        + ["--out", str(out), "--project", project],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    print(result.stdout[-4000:], result.stderr[-4000:])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Recommendation:" in result.stdout and "WORKER_CLASS=" in result.stdout
+    results = json.loads((out / "tune.json").read_text())
+    assert results["verdict"]["winner"]["key"] in {c["key"] for c in results["candidates"]}
+    assert all(run["requests"] > 0 and run["errors_total"] == 0 for run in results["runs"])
+    assert "WORKER_CLASS=" in (out / "tune.md").read_text()
+    assert (out / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert left == [], f"{len(left)} containers left running"

@@ -1,0 +1,310 @@
+"""make tune's pure parts, without Docker: the candidates (none over the CPU
+quota or the connection budget), the objective's arithmetic and the tie
+rule on recorded figures, the settings' one-line errors, the locust command
+and the generated Compose overlay. The tune as a whole: tests/tune/ (-m tune)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from bench.tune import candidates as cands
+from bench.tune import compose, run, settings
+from bench.tune.candidates import Candidate, Limits
+from bench.tune.verdict import TIE_FLOOR, TIE_FLOOR_ONE_RUN, Objective, decide, figures
+from harness.stack import REPO
+from serving.budget import OVERLAP, Budget
+
+pytestmark = pytest.mark.unit
+
+
+def budget(max_connections=100, replicas=2, reserved=5, superuser=3) -> Budget:
+    return Budget(
+        replicas=replicas,
+        workers=1,
+        pool_size=1,
+        reserved=reserved,
+        max_connections=max_connections,
+        superuser_reserved=superuser,
+        role_reserved=0,
+    )
+
+
+LIMITS = [
+    Limits(cpus, b)
+    for cpus in (0.5, 1, 1.5, 2, 4, 8)
+    for b in (None, budget(), budget(max_connections=40, replicas=1), budget(max_connections=500, replicas=4))
+]
+
+
+@pytest.mark.parametrize("limits", LIMITS, ids=lambda limits: f"{limits.cpus}cpus-{limits.budget}")
+@pytest.mark.parametrize("quick", [True, False])
+def test_no_candidate_is_over_the_cpu_quota_or_the_connection_budget(limits, quick):
+    coarse = cands.coarse(limits, quick=quick)
+    assert coarse, "no candidate at all"
+    # Every neighbour the fine pass could try, around every coarse candidate.
+    every = coarse + [f for best in coarse for f in cands.fine(best, limits, set())]
+    cores = max(1, -(-limits.cpus // 1))
+    for c in every:
+        assert 1 <= c.workers <= 2 * cores + 1, f"{c.key}: {c.workers} workers on {limits.cpus} CPUs"
+        if limits.budget is None:
+            assert c.pool == 0, f"{c.key} has a pool without a database"
+        else:
+            b = limits.budget
+            needed = b.replicas * c.workers * c.pool * OVERLAP + b.reserved
+            assert c.pool >= 1 and needed <= b.allowed, f"{c.key} needs {needed} of {b.allowed} connections"
+
+
+def test_the_budget_removes_the_candidates_over_it_and_only_those():
+    generous = {c.key for c in cands.coarse(Limits(2, budget(max_connections=1000)))}
+    tight = {c.key for c in cands.coarse(Limits(2, budget()))}
+    # 2 replicas x 2 workers x 16 connections x 2 + 5 = 133 > 97; 2 x 2 x 10 x 2 + 5 = 85 fits.
+    assert "gthread-w2-t16-p16" in generous and "gthread-w2-t16-p16" not in tight
+    assert "gevent-w2-c1000-p10" in tight
+    assert tight < generous
+
+
+def test_the_coarse_pass_has_every_class_at_the_core_count_and_at_twice_plus_one():
+    keys = {c.key for c in cands.coarse(Limits(2))}
+    assert {"sync-w2", "sync-w5", "gthread-w2-t4", "gthread-w2-t16", "gevent-w2-c1000", "gevent-w5-c1000"} <= keys
+    # A fractional quota rounds up, as serving/settings.py's default workers do.
+    assert {c.workers for c in cands.coarse(Limits(1.5))} == {2, 5}
+
+
+def test_the_fine_pass_tries_the_bests_untried_neighbours():
+    best = Candidate("gthread", 2, threads=16)
+    fine = {c.key for c in cands.fine(best, Limits(2), tried={Candidate("gthread", 2, threads=32)})}
+    assert fine == {"gthread-w1-t16", "gthread-w3-t16", "gthread-w2-t8"}
+    centre = Candidate("gevent", 2, greenlets=1000, pool=10)
+    gevent = {c.key for c in cands.fine(centre, Limits(2, budget(1000)), set())}
+    assert {"gevent-w2-c500-p10", "gevent-w2-c2000-p10", "gevent-w2-c1000-p5", "gevent-w2-c1000-p20"} <= gevent
+
+
+def test_a_candidates_environment_is_what_the_settings_accept():
+    from serving.settings import load
+
+    for c in cands.coarse(Limits(2, budget(1000))) + cands.coarse(Limits(2)):
+        loaded = load(c.environment(), cpus=2)
+        assert (loaded.worker_class, loaded.workers) == (c.worker_class, c.workers)
+        assert loaded.threads == c.threads
+        if c.pool:
+            assert loaded.database_pool_size == c.pool
+
+
+# --- the objective and the tie rule, on recorded figures ----------------------
+
+
+def recorded(key: str, rep: int, rps: float, p95: float = 50.0, requests: int = 1000, failures: int = 0) -> dict:
+    return {
+        "config": key,
+        "workload": "tune",
+        "rep": rep,
+        "rps": rps,
+        "requests": requests,
+        "errors_total": failures,
+        "latency_ms": {"p50": p95 / 2, "p95": p95, "p99": p95 * 2},
+        "app_cpu": 1.0,
+        "app_memory_mib": 100.0,
+        "other_cpu": 0.05,
+    }
+
+
+SYNC, GTHREAD, GEVENT = Candidate("sync", 2), Candidate("gthread", 2, threads=4), Candidate("gevent", 2, greenlets=1000)
+OBJECTIVE = Objective(p95_ms=200, max_error_ratio=0.01)
+
+
+def test_the_objectives_figures_are_medians_and_the_error_ratio_counts_every_request():
+    runs = [
+        recorded(SYNC.key, 1, 100, p95=40, requests=1000, failures=5),
+        recorded(SYNC.key, 2, 110, p95=60, requests=3000, failures=15),
+        recorded(SYNC.key, 3, 90, p95=90, requests=2000, failures=0),
+    ]
+    row = figures(runs, SYNC)
+    assert (row["rps"], row["rps_min"], row["rps_max"]) == (100, 90, 110)
+    assert row["p95_ms"] == 60 and (row["p95_ms_min"], row["p95_ms_max"]) == (40, 90)
+    assert row["error_ratio"] == pytest.approx(20 / 6000)
+    assert row["spread"] == pytest.approx(0.2)
+    assert OBJECTIVE.problems(row) == []
+    assert OBJECTIVE.problems({**row, "p95_ms": 201.0}) == ["p95 201 ms > 200 ms"]
+    assert OBJECTIVE.problems({**row, "error_ratio": 0.02}) == ["error ratio 2.00% > 1.00%"]
+
+
+def test_the_highest_throughput_within_the_targets_wins():
+    runs = [
+        # Fastest, but its p95 misses the target.
+        recorded(GEVENT.key, 1, 500, p95=400),
+        # Second, with too many errors.
+        recorded(GTHREAD.key, 1, 300, p95=100, failures=50),
+        recorded(SYNC.key, 1, 200, p95=150),
+    ]
+    verdict = decide(runs, [SYNC, GTHREAD, GEVENT], OBJECTIVE)
+    assert verdict.winner["key"] == SYNC.key
+    assert [row["key"] for row in verdict.table] == [GEVENT.key, GTHREAD.key, SYNC.key]
+    assert verdict.runner_up is None
+    assert any("failed requests" in n for n in verdict.notes)
+
+
+def test_a_difference_inside_the_run_to_run_spread_is_a_tie_and_the_simpler_wins():
+    runs = []
+    for rep, (gevent, sync) in enumerate([(100, 90), (104, 105), (98, 99)], start=1):
+        runs += [recorded(GEVENT.key, rep, gevent), recorded(SYNC.key, rep, sync)]
+    verdict = decide(runs, [GEVENT, SYNC], OBJECTIVE)
+    assert verdict.table[0]["key"] == GEVENT.key  # the fastest by its median
+    assert verdict.winner["key"] == SYNC.key  # but a tie, and sync is simpler
+    assert verdict.behind["tie"] is True
+
+
+def test_a_difference_beyond_the_spread_is_not_a_tie():
+    runs = []
+    for rep, (gevent, sync) in enumerate([(100, 80), (101, 81), (99, 80)], start=1):
+        runs += [recorded(GEVENT.key, rep, gevent), recorded(SYNC.key, rep, sync)]
+    verdict = decide(runs, [GEVENT, SYNC], OBJECTIVE)
+    assert verdict.winner["key"] == GEVENT.key
+    assert verdict.behind["tie"] is False
+    assert verdict.behind["median"] == pytest.approx(0.8, abs=0.01)
+
+
+def test_without_a_measured_spread_the_floor_decides_the_tie():
+    def passes(n: int, ratio: float) -> list[dict]:
+        pairs = [(recorded(GEVENT.key, rep, 100), recorded(SYNC.key, rep, ratio * 100)) for rep in range(1, n + 1)]
+        return [run for pair in pairs for run in pair]
+
+    # One run each: no spread at all, so the higher floor.
+    assert decide(passes(1, 1 - TIE_FLOOR_ONE_RUN * 0.9), [GEVENT, SYNC], OBJECTIVE).winner["key"] == SYNC.key
+    assert decide(passes(1, 1 - TIE_FLOOR_ONE_RUN * 1.1), [GEVENT, SYNC], OBJECTIVE).winner["key"] == GEVENT.key
+    # Two identical passes each: a spread of zero, so the lower floor.
+    assert decide(passes(2, 1 - TIE_FLOOR * 0.9), [GEVENT, SYNC], OBJECTIVE).winner["key"] == SYNC.key
+    assert decide(passes(2, 1 - TIE_FLOOR * 1.1), [GEVENT, SYNC], OBJECTIVE).winner["key"] == GEVENT.key
+
+
+def test_simpler_means_the_class_first_then_fewer_workers():
+    order = sorted(
+        [Candidate("gevent", 1, greenlets=1000), Candidate("sync", 5), Candidate("gthread", 2, threads=4)],
+        key=Candidate.simplicity,
+    )
+    assert [c.worker_class for c in order] == ["sync", "gthread", "gevent"]
+    assert Candidate("sync", 2).simplicity() < Candidate("sync", 3).simplicity()
+
+
+def test_no_recommendation_when_nothing_meets_the_targets_or_the_machine_was_busy():
+    missed = decide([recorded(SYNC.key, 1, 100, p95=900)], [SYNC], OBJECTIVE)
+    assert missed.winner is None and "no candidate met the targets" in missed.refusals[0]
+    busy_run = {**recorded(SYNC.key, 1, 100), "other_cpu": 1.5}
+    busy = decide([busy_run, recorded(GEVENT.key, 1, 90)], [SYNC, GEVENT], OBJECTIVE, host_cores=2)
+    assert busy.winner is None and "too busy to measure" in busy.refusals[0]
+    assert decide([recorded(SYNC.key, 1, 100)], [SYNC], OBJECTIVE, host_cores=2).winner is not None
+
+
+# --- settings, the load command, the overlay ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TUNE_P95_MS", "fast"),
+        ("TUNE_MAX_ERROR_RATIO", "2"),
+        ("TUNE_BUDGET", "ten minutes"),
+        ("TUNE_USERS", "0"),
+        ("TUNE_SPAWN_RATE", "-1"),
+        ("TUNE_APP_CPUS", "0"),
+        ("TUNE_RUN_SECONDS", "1"),
+        ("TUNE_DATABASE", "maybe"),
+        ("TUNE_LOCUSTFILE", "no/such/locustfile.py"),
+        ("APP_REPLICAS", "0"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(name, value):
+    with pytest.raises(settings.TuneError) as raised:
+        settings.load({name: value}, {})
+    message = str(raised.value)
+    assert message.startswith(f"{name}=") and "\n" not in message
+
+
+def test_the_defaults_are_the_load_tests_and_the_apps():
+    loaded = settings.load({"APP_CPUS": "1.5"}, {"COMPOSE_PROFILES": "db"})
+    assert (loaded.users, loaded.spawn_rate) == (30, 10)  # loadtest/locust.conf
+    assert (loaded.p95_ms, loaded.max_error_ratio, loaded.budget_s) == (500, 0.01, 600)
+    assert loaded.app_cpus == 1.5 and loaded.database is True and loaded.replicas == 2
+    assert loaded.locustfile == REPO / "loadtest" / "locustfile.py" and loaded.shape is False
+    assert settings.load({"TUNE_BUDGET": "90s"}, {}).budget_s == 90
+    assert settings.load({}, {}).app_cpus == os.cpu_count()
+
+
+def test_a_load_test_shape_sets_the_load_instead_of_users(tmp_path):
+    locustfile = tmp_path / "shaped.py"
+    locustfile.write_text(
+        "import locust\n\nclass Steps(locust.LoadTestShape):\n    def tick(self):\n        return None\n"
+    )
+    loaded = settings.load({"TUNE_LOCUSTFILE": str(locustfile)}, {})
+    assert loaded.shape is True
+    command = run.locust_command(loaded, 10, loaded.spawn_seconds)
+    assert "--users" not in command and "--run-time" in command
+    plain = run.locust_command(settings.load({"TUNE_USERS": "7"}, {}), 10, 1)
+    assert plain[plain.index("--users") + 1] == "7" and plain[plain.index("--host") + 1] == "http://nginx:8080"
+
+
+def test_locusts_json_is_found_after_the_locustfiles_own_output():
+    stats = [{"name": "/", "num_requests": 3}]
+    assert run.parse_stats("Load test passed [exit code 0]\n" + json.dumps(stats, indent=4) + "\n") == stats
+
+
+def test_the_overlay_gives_each_candidate_its_own_network_quota_and_names(tmp_path):
+    chosen = cands.coarse(Limits(1.5, budget(1000)), quick=True)
+    data = compose.overlay(
+        chosen,
+        cpus=1.5,
+        memory="1g",
+        profile_dir=tmp_path,
+        app_env={"DEMO_MAX_WORK_MS": "5000"},
+        database=True,
+    )
+    overlay = compose.write(tmp_path / "overlay.yml", data)
+    rendered = subprocess.run(
+        ["docker", "compose", "-f", "docker-compose.yml", "-f", str(overlay), "-p", "tune-config-check"]
+        + ["--profile", "tune", "config", "--format", "json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    services = json.loads(rendered.stdout)["services"]
+    for c in chosen:
+        names = compose.service_names(c)
+        network = f"tune-{c.key}"
+        app, nginx, generator = (services[names[k]] for k in ("app", "front", "generator"))
+        assert app["cpus"] == 1.5
+        assert app["networks"][network]["aliases"] == ["app"] and compose.DATABASE_NETWORK in app["networks"]
+        assert nginx["networks"] == {network: {"aliases": ["nginx"]}}
+        assert list(generator["networks"]) == [network]
+        for service in (app, nginx, generator):
+            assert service["read_only"] and service["cap_drop"] == ["ALL"]
+        assert {k: app["environment"][k] for k in c.environment()} == c.environment()
+        assert app["environment"]["DEMO_MAX_WORK_MS"] == "5000"
+        assert [s["source"] for s in app["secrets"]] == ["db_password"]
+    # The throwaway database: its data on a tmpfs, not the product's volume.
+    assert services["db"].get("volumes", []) == []
+    assert compose.DATABASE_NETWORK in services["db"]["networks"]
+
+
+def test_locusts_figures_carry_the_p95_the_objective_reads():
+    from bench import generators
+
+    times = {"10": 90, "50": 6, "200": 4}
+    stats = [
+        {
+            "name": "/",
+            "num_requests": 100,
+            "num_failures": 0,
+            "response_times": times,
+            "start_time": 0.0,
+            "last_request_timestamp": 10.0,
+            "total_response_time": sum(float(ms) * n for ms, n in times.items()),
+            "max_response_time": 200,
+        }
+    ]
+    # The 95th of 100 answers is among the six at 50 ms; the 97th, at 200.
+    latency = generators.summarize_locust(stats, users=10, seconds=10)["latency_ms"]
+    assert latency["p95"] == 50 and latency["p99"] == 200
