@@ -10,6 +10,7 @@ import os
 import subprocess
 
 import pytest
+import yaml
 
 from bench.tune import candidates as cands
 from bench.tune import compose, run, settings
@@ -308,3 +309,15 @@ def test_locusts_figures_carry_the_p95_the_objective_reads():
     # The 95th of 100 answers is among the six at 50 ms; the 97th, at 200.
     latency = generators.summarize_locust(stats, users=10, seconds=10)["latency_ms"]
     assert latency["p95"] == 50 and latency["p99"] == 200
+
+
+def test_the_tunes_nginx_settings_are_the_labs_but_the_name_it_answers_to():
+    # bench/tune/compose.py writes them out beside bench/compose.yml's
+    # x-nginx-env: the two must not drift apart. Compose's own tags
+    # (!override, !reset) mean nothing here.
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    lab = yaml.load((REPO / "bench" / "compose.yml").read_text(), Loader=Loader)["x-nginx-env"]  # noqa: S506
+    assert {**lab, "SERVER_NAMES": "nginx"} == compose.NGINX_ENV
