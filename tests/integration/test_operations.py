@@ -424,8 +424,11 @@ def test_one_replica_deploys_losslessly_and_comes_back_from_a_crash(ops, measure
     result, back_after = under_load(
         ops, measured, "gunicorn master SIGKILLed, 1 replica", lambda: kill_gunicorn_master(ops, only)
     )
-    # The requests in flight on the one replica may fail, answered by nginx.
-    assert set(result.statuses) <= {200, 502, 503, 504}, result.summary()
+    # The requests in flight on the one replica may fail, answered by nginx;
+    # and while the only replica is down, nginx's 502s come back at once, so
+    # the load's request rate can jump past nginx's per-client rate limit,
+    # which nginx answers with its own 429 (seen in CI: 161 of 5,788).
+    assert set(result.statuses) <= {200, 429, 502, 503, 504}, result.summary()
     assert not result.errors, result.summary()
     assert back_after < BACK_WITHIN_S, f"healthy again after {back_after:.1f} s"
     answer = ops.get("/nope-" + "x")
