@@ -20,7 +20,6 @@ import io
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tarfile
@@ -33,7 +32,7 @@ from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
 from bench import report
-from bench.lab import PROJECT, Lab, LabError, stderr_log
+from bench.lab import PROJECT, Lab, LabError, interrupt_on_sigterm, stderr_log, tear_down
 from bench.matrix import (
     APP_CPUS,
     CONFIGS,
@@ -221,7 +220,7 @@ def _configs(args: argparse.Namespace) -> tuple[tuple[Config, ...], tuple[str, .
 def run_lab(args: argparse.Namespace, selection: Selection) -> int:
     """Measure and write the figures; whatever happens, take the lab down
     (unless --keep). The exit status: see the module's docstring."""
-    _tear_down_on_sigterm()
+    interrupt_on_sigterm()
     plan = plan_runs(selection)
     _announce(selection, plan)
     started = time.monotonic()
@@ -250,7 +249,7 @@ def run_lab(args: argparse.Namespace, selection: Selection) -> int:
         status = 2
     finally:
         if not args.keep:
-            _tear_down(lab)
+            tear_down(lab)
     stderr_log(f"done in {(time.monotonic() - started) / 60:.1f} min, exit status {status}")
     return status
 
@@ -392,25 +391,6 @@ def _announce(selection: Selection, plan: list[PlannedRun]) -> None:
         f"{profile.repetitions} repetition(s) of {profile.duration:.0f} s (+{profile.warmup:.0f} s warm-up): "
         f"{len(plan)} runs; results into {selection.out_dir}"
     )
-
-
-def _tear_down_on_sigterm() -> None:
-    """SIGTERM (CI cancelling, `kill`) tears down like Ctrl-C does."""
-
-    def _terminate(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, _terminate)
-
-
-def _tear_down(lab: Lab) -> None:
-    # Ctrl-C again while tearing down would leave containers behind.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        lab.down()
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def render(out_dir: Path) -> int:

@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -548,3 +549,24 @@ def _accept_queued(proc_net_tcp: str) -> int:
 
 def stderr_log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (CI cancelling, `kill`) tears down like Ctrl-C does: raised
+    as KeyboardInterrupt (the lab's and make tune's main loops)."""
+
+    def _terminate(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def tear_down(lab: Lab) -> None:
+    """lab.down(), with Ctrl-C and SIGTERM ignored meanwhile: a second one
+    while tearing down would leave containers behind."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        lab.down()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

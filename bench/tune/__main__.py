@@ -12,13 +12,12 @@ to measure); 2 on a bad setting or when the tune itself failed.
 from __future__ import annotations
 
 import argparse
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.lab import LabError, stderr_log
+from bench.lab import LabError, interrupt_on_sigterm, stderr_log, tear_down
 from bench.tune import report
 from bench.tune.compose import APP_IMAGE
 from bench.tune.run import PROJECT, TuneLab
@@ -106,10 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         log=stderr_log,
     )
 
-    def _terminate(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupt_on_sigterm()
     try:
         if not args.no_build:
             lab.build(app=args.app_image is None)
@@ -132,12 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         if not args.keep:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            try:
-                lab.down()
-            finally:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
+            tear_down(lab)
 
 
 if __name__ == "__main__":
