@@ -50,15 +50,20 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
-def rounds(results: list[Result], work_seconds: float) -> int:
-    """How many waves the requests finished in: finishing times closer than
-    half the work time belong to the same wave."""
-    finished = sorted(r.body["finished_at"] for r in results)
-    waves = 1
-    for before, after in zip(finished, finished[1:], strict=False):
-        if after - before > work_seconds / 2:
-            waves += 1
-    return waves
+def rounds(results: list[Result]) -> int:
+    """How many requests ran one after another on the same slot, at most: the
+    longest chain of requests each of which started only once the one before
+    it had finished. A burst of twice the design figure that ran as designed
+    is 2 (every slot took one request, then one more); a slot that queued a
+    third while another sat idle makes it 3. Read from the server's own
+    timestamps, not from gaps between them, so a loaded machine, where the
+    second wave starts the instant the first ends, counts the same."""
+    intervals = sorted(r.interval for r in results)
+    chain: list[int] = []
+    for i, (start, _) in enumerate(intervals):
+        before = [chain[j] for j in range(i) if intervals[j][1] <= start]
+        chain.append(1 + max(before, default=0))
+    return max(chain, default=0)
 
 
 def cpu_parallelism(results: list[Result]) -> float:

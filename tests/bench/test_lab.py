@@ -5,8 +5,9 @@ output files were written and parse, and nothing was left running (the
 HTTPS configuration's throwaway key included).
 
 The figures of a quick run on a shared machine mean little, so speed is not
-checked here, but for the quick mode's own duration against the one the
-docs state. The docs' figures come from the full mode.
+checked here, not even the quick mode's own duration: a wall-time bound is a
+benchmark's figure (results.json's `meta.elapsed_s`, printed below), not a
+test's assertion. The docs' figures come from the full mode.
 """
 
 from __future__ import annotations
@@ -33,10 +34,6 @@ pytestmark = pytest.mark.bench
 
 #: Its own project name, so that a `make bench` running meanwhile is untouched.
 PROJECT = "flask-concurrency-bench-test"
-#: `make bench QUICK=1` takes "about 2 minutes" (docs/benchmarks/README.md,
-#: the Makefile, pyproject.toml's bench marker), the lab's image builds
-#: included, as here; half as much again for a shared 2-core machine.
-QUICK_MODE_MAX_S = 180
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +53,9 @@ def lab(tmp_path_factory):
         check=False,
     )
     elapsed = time.monotonic() - started
-    # Shown by pytest -rA / on failure: the lab's own progress lines.
+    # Shown by pytest -rA / on failure: the lab's own progress lines, and its time.
     print(result.stderr[-6000:])
+    print(f"the quick lab took {elapsed:.0f} s, its images' builds included")
     return {"out": out, "result": result, "elapsed": elapsed}
 
 
@@ -67,13 +65,8 @@ def results(lab):
     return json.loads((lab["out"] / "results.json").read_text())
 
 
-def test_the_quick_mode_takes_under_three_minutes(lab, results):
-    # The whole `python -m bench --quick` run, as the docs time it.
-    assert results["meta"]["profile"]["quick"] is True
-    assert lab["elapsed"] < QUICK_MODE_MAX_S, f"quick mode took {lab['elapsed']:.0f} s"
-
-
 def test_every_configuration_served_every_workload_without_errors(results):
+    assert results["meta"]["profile"]["quick"] is True
     served = {(r["config"], r["workload"]): r for r in results["runs"]}
     for workload in workloads(quick=True):
         for config in QUICK_CONFIGS:

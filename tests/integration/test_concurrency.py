@@ -99,7 +99,7 @@ def test_io_concurrency_degree_is_what_the_effective_config_says(stacks, worker_
     assert all(r.status == 200 for r in results), [r.status for r in results]
 
     degree = max_overlap([r.interval for r in results])
-    waves = rounds(results, ms / 1000)
+    waves = rounds(results)
     by_worker = {
         worker: max_overlap([r.interval for r in results if r.body["worker"] == worker])
         for worker in {r.body["worker"] for r in results}

@@ -74,7 +74,7 @@ def test_the_database_degree_is_the_pools_design_figure(per_class):
         # A sync or gthread worker accepts only what it can start, so the
         # burst splits evenly: the design figure at once, in two rounds.
         assert overlap == design and len(by_worker) == WORKERS
-        assert rounds(results, 1.0) == 2
+        assert rounds(results) == 2
 
 
 @pytest.fixture(scope="module")
