@@ -12,9 +12,18 @@ ARG REQUIREMENTS=requirements/app.txt
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
 RUN python3 -m venv /opt/venv
 COPY ${REQUIREMENTS} /tmp/requirements.txt
-# Hash-checked and wheels only: the image gets exactly the locked artefacts
-# and needs no compiler.
-RUN /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r /tmp/requirements.txt
+# Hash-checked: the image gets exactly the locked artefacts. Wheels where a
+# package publishes one; a package published only as a source distribution
+# (pure Python, as many small ones are) is built into a wheel here, in the
+# build stage, and only its wheel reaches the runtime image, which has no
+# compiler. One that needs a compiler (a C extension with no wheel for this
+# platform) cannot be built here either: the build stops with one line naming
+# it, after pip's own output.
+RUN /opt/venv/bin/pip install --require-hashes --prefer-binary -r /tmp/requirements.txt >/tmp/pip.log 2>&1 \
+    || { cat /tmp/pip.log >&2; \
+         failed=$(sed -n 's/.*Failed to build \(installable wheels for some pyproject.toml based projects \)\{0,1\}(\{0,1\}\([A-Za-z0-9_.-]*\).*/\2/p' /tmp/pip.log | head -n 1); \
+         echo "the image cannot be built: ${failed:-a locked package} has no wheel for this platform and its source does not build here (no compiler in the build stage): pin a version with a wheel, or build it in a stage of your own" >&2; \
+         exit 1; }
 
 FROM ${PYTHON_BASE_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
@@ -24,18 +33,18 @@ ENV PATH=/opt/venv/bin:$PATH \
     APP_ENV=production
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv
-# The server that runs the app, then the app: a change to the app alone
-# rebuilds only the last layers.
+# The server that runs the app, then the app: every file of the checkout
+# that is not the template's own (.dockerignore lists those): your package,
+# its config module, its migrations, as they sit in your repository. A
+# change to the app alone rebuilds only the last layers.
 COPY serving/ /srv/serving/
-COPY app/ /srv/app/
+COPY . /srv/
 # The static files' content-hashed copies, gzipped beside them, and the
-# manifest static_url_for() reads (flask-static-digest; docs/static.md), then
+# manifest static_url_for() reads (flask-static-digest, where the app uses
+# it; docs/static.md), for every package's static/ (serving/static.py), then
 # bytecode: both now, because the root filesystem is read-only at run time.
-# The digester is called directly, not through `flask digest compile`, which
-# would make the app: an app that cannot load must reach the deploy's own
-# check, which names the error, not fail the build.
-RUN python3 -c "from flask_static_digest.digester import compile; compile('app/static/', 'app/static/', [], True, False)" \
-    && python3 -m compileall -q /srv/serving /srv/app
+RUN python3 -m serving.static digest \
+    && python3 -m compileall -q /srv
 # Where the app publishes its static files for nginx (a volume both mount).
 RUN install -d -o 10001 -g 10001 /srv/static
 # A fixed numeric id, so that the image needs no user database and file

@@ -57,7 +57,7 @@ def app_build_context(directory: Path, image: str) -> Path:
     from it, tagged `image`."""
     for name in ("Dockerfile", ".dockerignore"):
         shutil.copy(REPO / name, directory / name)
-    for name in ("app", "serving", "requirements"):
+    for name in ("demo", "serving", "requirements"):
         shutil.copytree(REPO / name, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
     overlay = directory / "app-build.yml"
     overlay.write_text(json.dumps({"services": {"app": {"build": {"context": str(directory)}, "image": image}}}))
@@ -80,8 +80,10 @@ class Stack:
         self.project = project or f"flask-concurrency-test-{name}"
         self.port = free_port()
         images = base_images(*[extra for extra in ("monitoring", "bench") if extra in profiles])
-        self.env = {**images, "HTTP_PORT": str(self.port), **env}
         self._env_file = Path(tempfile.mkdtemp(prefix="stack-")) / f"{name}.env"
+        # The app's env_file (docker-compose.yml) is this stack's own too,
+        # never the checkout's .env.
+        self.env = {**images, "HTTP_PORT": str(self.port), "APP_ENV_FILE": str(self._env_file), **env}
         self._env_file.write_text("".join(f"{k}={v}\n" for k, v in self.env.items()))
         self.docker = DockerClient(
             compose_files=[COMPOSE_FILE, *overlays],

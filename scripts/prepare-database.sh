@@ -2,7 +2,8 @@
 # Before the app starts (make up, make dev) or before a new release of it
 # does (make deploy, from the new image): with a database configured, the
 # connection budget checked against the server's own limit, then the
-# pending migrations applied, once, each in a one-off container of the app
+# pending migrations applied with the app's own `flask db upgrade`
+# (serving/migrate.py), once, each in a one-off container of the app
 # image: not per replica, not per worker (docs/database.md). The bundled
 # database (COMPOSE_PROFILES=db) is started and waited for first. Without a
 # database, both steps say so and do nothing. Either refusing stops the
@@ -27,4 +28,4 @@ fi
 say "checking the database's connection budget for $replicas replica(s)"
 compose run --rm --no-deps -T app python3 -m serving.budget --replicas "$replicas" | sed 's/^/    /'
 say "applying the database's pending migrations"
-compose run --rm --no-deps -T app python3 -m app.migrate | sed 's/^/    /'
+compose run --rm --no-deps -T app python3 -m serving.migrate | sed 's/^/    /'

@@ -15,7 +15,7 @@ stack is untouched. The "too many clients" error it prevents otherwise
 appears under load, in the middle of a deploy.
 
 It reaches the database through the app's own engine, which the app hands
-over in `app.extensions["database"]` (app/db.py) of the WSGI entry point;
+over in `app.extensions["database"]` (demo/db.py) of the WSGI entry point;
 with no database configured there is nothing to check.
 """
 

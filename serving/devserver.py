@@ -2,8 +2,8 @@
 
     APP_ENV=development python -m serving.devserver [--threaded|--no-threaded] [--processes N]
 
-It serves the app's WSGI entry point as it is, and the app refuses to be
-served this way unless APP_ENV=development (app/factory.py). The production
+It serves the app APP_MODULE names as it is (serving/app.py loads it), and
+refuses unless APP_ENV=development (serving/devguard.py). The production
 image never runs it; the benchmark lab runs it (inside the compose network
 only) to measure the configurations the Flask docs and the seed write-ups
 describe: threaded=False, threaded=True, threaded=False with processes=3.
@@ -25,11 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.processes > 1 and args.threaded:
         # Werkzeug serves either a thread or a process per request, not both.
         parser.error("--processes > 1 needs --no-threaded")
-    from app.wsgi import application
+    from serving.app import load
+    from serving.devguard import DevServerRefused
+    from serving.settings import current
 
+    application = load(current())
     try:
         application.run(host=args.host, port=args.port, threaded=args.threaded, processes=args.processes)
-    except RuntimeError as exc:  # app/factory.py's DevServerRefused, outside development
+    except DevServerRefused as exc:  # outside development
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -33,7 +33,7 @@ except SettingsError as exc:
     print(f"configuration error: {exc}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None
 
-# The app's entry point (app/wsgi.py) inside what the server adds to it.
+# The app's entry point (demo/wsgi.py) inside what the server adds to it.
 wsgi_app = "serving.wsgi:application"
 # worker_class, workers, threads, timeouts, bind, ...: every setting in
 # serving.settings.VARIABLES that is gunicorn's, under gunicorn's own name.
@@ -62,7 +62,7 @@ logconfig_dict = logs.logconfig_dict(_settings.log_format, _settings.loglevel, _
 logger_class = logs.Logger
 
 # The app's database pool, sized here (serving/settings.py), is read by the
-# app in each worker from the environment it inherits (app/db.py).
+# app in each worker from the environment it inherits (demo/db.py).
 os.environ["DATABASE_POOL_SIZE"] = str(_settings.database_pool_size)
 
 # Metrics (METRICS_PORT, 0: off): PROMETHEUS_MULTIPROC_DIR, /tmp/metrics unless

@@ -1,4 +1,4 @@
-"""The container's HEALTHCHECK: GET /healthz on gunicorn's own bind address.
+"""The container's HEALTHCHECK: GET /healthz (serving/health.py) on gunicorn's own bind address.
 
 Exit 0 when the app answers 200 within the timeout, 1 otherwise. Reads one
 setting (GUNICORN_BIND) and uses the standard library only: it runs every
@@ -11,6 +11,7 @@ import http.client
 import socket
 import sys
 
+from serving.health import LIVENESS_PATH
 from serving.settings import SettingsError, read
 
 
@@ -43,7 +44,7 @@ def main(timeout: float = 3.0) -> int:
         return 1
     conn = connection_for(bind, timeout)
     try:
-        conn.request("GET", "/healthz")
+        conn.request("GET", LIVENESS_PATH)
         status = conn.getresponse().status
     except OSError as exc:
         print(f"unhealthy: {bind}: {exc}", file=sys.stderr)
@@ -51,7 +52,7 @@ def main(timeout: float = 3.0) -> int:
     finally:
         conn.close()
     if status != 200:
-        print(f"unhealthy: /healthz answered {status}", file=sys.stderr)
+        print(f"unhealthy: {LIVENESS_PATH} answered {status}", file=sys.stderr)
         return 1
     return 0
 

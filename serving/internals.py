@@ -207,13 +207,29 @@ INTERNALS: tuple[Internal, ...] = (
         METRICS,
         "a file's kind is its name up to the first _: counter_archive.db is a counter",
     ),
+    # --- Werkzeug's development server, refused from outside the app
+    mentions(
+        "flask.Flask.run",
+        "from werkzeug.serving import run_simple",
+        "serving/devguard.py",
+        "devserver",
+        "app.run() looks run_simple up when it is called, so the guard's replacement is the one it finds",
+    ),
+    mentions(
+        "flask.cli",
+        "from werkzeug import run_simple",
+        "serving/devguard.py",
+        "devserver",
+        "`flask run` binds run_simple from the werkzeug package when flask.cli is imported",
+    ),
     # --- the image build: flask-static-digest's digester, without making the app
     method(
         "flask_static_digest.digester.compile",
         "input_path, output_path, digest_blacklist_filter, gzip_files, brotli_files",
-        "Dockerfile",
+        "serving/static.py",
         "static",
-        "the build hashes and gzips app/static/ as `flask digest compile` does, without making the app",
+        "the image build hashes and gzips each package's static/ as `flask digest compile` does, without making "
+        "the app",
     ),
 )
 

@@ -1,7 +1,7 @@
 """Every setting of the server that runs the app, in this one place.
 
 `VARIABLES` below is the single source of truth for each variable's name, its
-default and its bounds; the app's own settings are app/config.py's. The
+default and its bounds; the app's own settings are demo/config.py's. The
 README's table, `.env.example` and the app's pass-through list in
 `docker-compose.yml` are checked against both by
 tests/unit/test_settings_docs.py. Bad values raise SettingsError with one line
@@ -95,6 +95,19 @@ def _seconds(name: str, raw: str) -> int:
     return int(match[1]) * (60 if match[2] == "m" else 1)
 
 
+#: gunicorn's own form of naming the app: `module:variable` or `module:factory(literal args)`.
+_APP_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\(.*\))?")
+
+
+def _app_module(name: str, raw: str) -> str:
+    if not _APP_MODULE.fullmatch(raw):
+        raise SettingsError(
+            f"{name}={raw!r} is not valid: expected module:variable or module:factory() "
+            "(gunicorn's form, e.g. myapp:create_app())"
+        )
+    return raw
+
+
 #: What a mount's prefix may be: one or more path segments, no trailing slash.
 _MOUNT_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 #: What names the app to mount: a module and an attribute, as gunicorn names its app.
@@ -113,7 +126,7 @@ def _mounts(name: str, raw: str) -> tuple[tuple[str, str], ...]:
         if not sep or not _MOUNT_PREFIX.fullmatch(prefix) or not _MOUNT_TARGET.fullmatch(target):
             raise SettingsError(
                 f"{name}: {item!r} is not valid: expected /PREFIX=module:attribute "
-                "(e.g. /admin=app.admin:application), comma-separated"
+                "(e.g. /admin=demo.admin:application), comma-separated"
             )
         if any(prefix == reserved or prefix.startswith(reserved + "/") for reserved in RESERVED_PREFIXES):
             raise SettingsError(f"{name}: {prefix} is reserved: {', '.join(RESERVED_PREFIXES)} stay the root app's")
@@ -167,6 +180,27 @@ def _default_pool(values: Mapping[str, object]) -> int:
 
 
 VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "APP_MODULE",
+        "app_module",
+        _app_module,
+        "demo.wsgi:application",
+        "`demo.wsgi:application`",
+        "the WSGI app to serve, in gunicorn's form: `module:variable` or `module:factory()` "
+        "(`myapp:create_app()`); the default is the demonstration app",
+        gunicorn=False,
+    ),
+    Variable(
+        "SECRET_KEY_FILE",
+        "secret_key_file",
+        _text,
+        "",
+        "none",
+        "file holding the app's `SECRET_KEY` (a Compose secret, `secrets/secret_key`, made by `make up`), which "
+        "the server puts in the `SECRET_KEY` the app reads from its environment (docs/security.md)",
+        compose=False,
+        gunicorn=False,
+    ),
     Variable(
         "WORKER_CLASS",
         "worker_class",
@@ -374,6 +408,8 @@ BUDGET: tuple[Variable, ...] = (
 
 @dataclass(frozen=True)
 class Settings:
+    app_module: str
+    secret_key_file: str
     worker_class: str
     workers: int
     threads: int
@@ -560,7 +596,7 @@ def main() -> int:
 
     try:
         settings = current()
-        import serving.wsgi  # noqa: F401 - the app reads its own settings as it is made
+        import serving.wsgi  # noqa: F401 - the app is loaded and made, and the preflight run, as in a worker
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """The app's static files, published where nginx serves them.
 
+    python -m serving.static digest
     python -m serving.static publish [DIRECTORY]
     python -m serving.static prune [DIRECTORY] [--keep N]
 
@@ -9,7 +10,7 @@ nginx serves /static/ from a volume it shares with the app (docker-compose.yml's
 `static` volume; never through gunicorn). Each app replica publishes its
 release's files there when it starts, before gunicorn serves
 (serving/serve.py runs `publish` when STATIC_PUBLISH_DIR is set): the
-content-hashed copies the image build made (app/static/, flask-static-digest),
+content-hashed copies the image build made (`digest`, flask-static-digest),
 their .gz, and the plain names. Publishing adds and never removes, so during
 a rolling deploy the old release's hashed files stay beside the new ones and
 pages from either release find their assets; a deploy ships the app and its
@@ -39,10 +40,30 @@ MANIFESTS = ".manifests"
 HASHED = re.compile(r"-[0-9a-f]{32}(\.|$)")
 
 
-def static_folder() -> Path:
-    from serving.wsgi import app  # the entry point, as it is
+def static_folder() -> Path | None:
+    """The served app's static folder (Flask's `app.static_folder`, wherever
+    the app keeps it), or None for an app that has none."""
+    from serving.wsgi import app  # the app APP_MODULE names, as it was loaded
 
-    return Path(app.static_folder)
+    folder = getattr(app, "static_folder", None)
+    return Path(folder) if folder and Path(folder).is_dir() else None
+
+
+def digest(root: Path) -> list[Path]:
+    """At image build: the content-hashed copies, their .gz and the manifest
+    in every package's static/ under `root`, where the app uses
+    flask-static-digest; nothing otherwise. flask-static-digest's digester
+    is called directly, not through `flask digest compile`, which would make
+    the app: an app that cannot load must reach the deploy's own check,
+    which names the error, not fail the build."""
+    try:
+        from flask_static_digest.digester import compile as compile_digests
+    except ImportError:
+        return []
+    folders = sorted(path for path in root.glob("*/static") if path.is_dir() and path.parent.name != "serving")
+    for folder in folders:
+        compile_digests(f"{folder}/", f"{folder}/", [], True, False)
+    return folders
 
 
 def _copy(source: Path, target: Path) -> bool:
@@ -100,11 +121,16 @@ def prune(destination: Path, keep: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("digest")
     publishing, pruning = commands.add_parser("publish"), commands.add_parser("prune")
     for command in (publishing, pruning):
         command.add_argument("directory", type=Path, nargs="?", help="default: STATIC_PUBLISH_DIR")
     pruning.add_argument("--keep", type=int, default=2, help="releases whose files stay (default 2)")
     args = parser.parse_args(argv)
+    if args.command == "digest":
+        folders = digest(Path.cwd())
+        print(f"static files: digested {', '.join(map(str, folders)) or 'nothing'}", flush=True)
+        return 0
     if args.directory is None:
         from serving.settings import read
 
@@ -117,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"static files: {args.directory} is not a directory", file=sys.stderr)
         return 2
     if args.command == "publish":
-        files, written = publish(static_folder(), args.directory)
+        source = static_folder()
+        if source is None:
+            print("static files: the app has no static folder: nothing to publish", flush=True)
+            return 0
+        files, written = publish(source, args.directory)
         print(f"static files: {files} published to {args.directory}, {written} new or changed", flush=True)
     else:
         removed = prune(args.directory, args.keep)

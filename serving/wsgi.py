@@ -1,13 +1,12 @@
-"""What gunicorn serves: `serving.wsgi:application`, the app's WSGI entry
-point (app/wsgi.py) inside what the server adds to every request
+"""What gunicorn serves: `serving.wsgi:application`, the app APP_MODULE
+names (serving/app.py loads it) inside what the server adds to every request
 (serving/middleware.py), with the apps APP_MOUNTS names mounted beside it
 (serving/dispatch.py).
 
-This is the only module of the package that imports the app: its entry
-point, and the mounted apps by the names the setting gives. A ValueError
-while the app is made is a setting the app refused (app/config.py); a mount
-that cannot be loaded is a bad APP_MOUNTS: gunicorn then prints its one line
-and stops.
+This is the only module of the package that imports the app: by the names
+the settings give, never by a name of its own. An app that cannot be served
+(it cannot be loaded, it refuses one of its settings, or the preflight
+refuses it) is one line, and gunicorn stops.
 """
 
 from __future__ import annotations
@@ -16,8 +15,10 @@ from importlib import import_module
 
 from gunicorn.errors import AppImportError
 
-from serving import settings
+from serving import preflight, settings
+from serving.app import AppLoadError, answer_errors_in_json, flask_app, load
 from serving.middleware import wrap
+from serving.settings import SettingsError
 
 
 def load_mounted(mounts: tuple[tuple[str, str], ...]) -> dict[str, object]:
@@ -33,13 +34,31 @@ def load_mounted(mounts: tuple[tuple[str, str], ...]) -> dict[str, object]:
             ) from None
         if not callable(app):
             raise AppImportError(f"configuration error: APP_MOUNTS: {prefix}={target} is not a WSGI app (not callable)")
+        if flask_app(app) is not None:
+            answer_errors_in_json(app)
         mounted[prefix] = app
     return mounted
 
 
-try:
-    from app.wsgi import application as app
-except ValueError as exc:  # app/config.py's ConfigError, naming the variable
-    raise AppImportError(f"configuration error: {exc}") from None
+def _load():
+    try:
+        loaded = load(settings.current())
+    except (AppLoadError, SettingsError) as exc:
+        raise AppImportError(f"configuration error: {exc}") from None
+    except ValueError as exc:  # an app's own config error, naming its variable
+        raise AppImportError(f"configuration error: {exc}") from None
+    found = flask_app(loaded)
+    if found is not None:
+        answer_errors_in_json(found)
+    refusals = preflight.refusals(loaded, settings.current())
+    if refusals:
+        raise AppImportError(
+            f"preflight: {refusals[0]}" + (f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else "")
+        )
+    return loaded
 
+
+#: The app as it was loaded, before the server's layers (its Flask object
+#: for a Flask app): for the one-off processes that read it (serving/static.py).
+app = _load()
 application = wrap(app, settings.current(), load_mounted(settings.current().app_mounts))

@@ -34,7 +34,7 @@ def database_stack(name: str, **env: str) -> Stack:
 
 
 def migrate(stack: Stack) -> subprocess.CompletedProcess:
-    return stack.compose("run", "--rm", "--no-deps", "-T", "app", "python3", "-m", "app.migrate", timeout=180)
+    return stack.compose("run", "--rm", "--no-deps", "-T", "app", "python3", "-m", "demo.migrate", timeout=180)
 
 
 @pytest.fixture(scope="module", params=list(DESIGN))
@@ -316,7 +316,7 @@ def revision(stack: Stack) -> str:
 
 @pytest.mark.operations
 def test_deploys_with_a_migration_and_with_a_failing_one_fail_no_request(db_ops):
-    versions = db_ops.context / "app" / "migrations" / "versions"
+    versions = db_ops.context / "demo" / "migrations" / "versions"
     row = db_ops.request("POST", "/db/items", json={"name": "kept across deploys"}).json()
     (versions / "0002_note.py").write_text(MIGRATION)
     load = Load(db_ops.url + LOAD_PATH)

@@ -27,7 +27,7 @@ ALERTS = {"AppHigh5xxRatio", "AppHighP95Latency", "GunicornWorkerRestarts", "Gun
 
 
 #: The demo's mounted apps: a second Flask app and a plain WSGI callable.
-MOUNTS = "/admin=app.admin:application,/plain=app.plain_wsgi:application"
+MOUNTS = "/admin=demo.admin:application,/plain=demo.plain_wsgi:application"
 
 
 @pytest.fixture(scope="module")

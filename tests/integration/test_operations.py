@@ -137,10 +137,10 @@ def kill_gunicorn_master(stack: Stack, container) -> float:
 
 
 def write_views(stack: Stack, source: str) -> None:
-    (stack.context / "app" / "views.py").write_text(source)
+    (stack.context / "demo" / "views.py").write_text(source)
 
 
-ORIGINAL_VIEWS = (REPO / "app" / "views.py").read_text()
+ORIGINAL_VIEWS = (REPO / "demo" / "views.py").read_text()
 #: An app that loads (the deploy's own check passes) but answers every
 #: request, its health check's included, with a 500: broken at run time.
 BROKEN_AT_RUN_TIME = (
@@ -317,7 +317,7 @@ class PageFollower:
 
 
 def test_make_deploy_of_a_changed_stylesheet_keeps_every_releases_pages_whole(ops, measured):
-    stylesheet = ops.context / "app" / "static" / "demo.css"
+    stylesheet = ops.context / "demo" / "static" / "demo.css"
     original = stylesheet.read_text()
     stylesheet.write_text(original + "\n/* the next release */\nh1 { letter-spacing: 0.01em; }\n")
     follower = PageFollower(ops)

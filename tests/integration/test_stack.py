@@ -2,9 +2,10 @@
 gunicorn, never by Werkzeug's development server.
 
 The contract tests (`contract_stack`) run twice: against the reference stack,
-and against a fork made exactly as the README's fork guide says (app/views.py
-replaced by a one-route app, DEMO_ENDPOINTS=false). They assert nothing about
-the demonstration endpoints, so a fork keeps them green.
+and against a fork made as the README's fork guide says (a package of its
+own beside the demo's, named by APP_MODULE, with no error handler, health
+route or server code of its own). They assert nothing about the
+demonstration endpoints, so a fork keeps them green.
 """
 
 from __future__ import annotations
@@ -25,17 +26,30 @@ from tests.nginx_walk import BASE_IMAGE_FILES, loaded_files, walk
 
 pytestmark = pytest.mark.integration
 
-#: Step 1 of the fork guide: the user's views, nothing of the demo.
-FORK_VIEWS = """
-from flask import Blueprint, jsonify
+#: The fork guide's steps: a package of the team's own, in the common layout
+#: (a factory in its __init__.py), knowing nothing of the server.
+FORK_PACKAGE = "forkapp"
+FORK_APP_MODULE = f"{FORK_PACKAGE}:create_app()"
+FORK_INIT = """
+from flask import Flask, jsonify
 
-bp = Blueprint("views", __name__)
 
+def create_app():
+    app = Flask(__name__)
 
-@bp.get("/")
-def hello():
-    return jsonify(hello="fork")
+    @app.get("/")
+    def hello():
+        return jsonify(hello="fork")
+
+    return app
 """
+
+
+def add_fork_package(context) -> None:
+    """The fork's package, copied into the build context beside the demo's."""
+    (context / FORK_PACKAGE).mkdir()
+    (context / FORK_PACKAGE / "__init__.py").write_text(FORK_INIT)
+
 
 # Requests that make the app or nginx answer with an error of their own,
 # whatever the app's views are.
@@ -54,8 +68,8 @@ def fork_stack(built_images, tmp_path_factory):
     context, as the fork guide says."""
     context = tmp_path_factory.mktemp("fork")
     overlay = app_build_context(context, "flask-concurrency-test/fork-app")
-    (context / "app" / "views.py").write_text(FORK_VIEWS)
-    fork = Stack("fork", overlays=(overlay,), DEMO_ENDPOINTS="false")
+    add_fork_package(context)
+    fork = Stack("fork", overlays=(overlay,), APP_MODULE=FORK_APP_MODULE)
     fork.docker.compose.build(services=["app"], quiet=True)
     try:
         yield fork.up()
@@ -112,7 +126,7 @@ def test_no_public_request_may_ask_for_more_than_the_demo_budget(stack):
         assert response.status_code == 400
         error = response.json()["error"]
         assert error["parameter"] == "ms"
-        # The cap the app enforces, DEMO_MAX_WORK_MS as the app sees it (app/demo.py's message).
+        # The cap the app enforces, DEMO_MAX_WORK_MS as the app sees it (demo/demo.py's message).
         cap = re.fullmatch(r"ms must be a whole number of milliseconds from 0 to (\d+)", error["message"])
         assert cap, error
         caps.add(int(cap[1]))
@@ -126,7 +140,7 @@ def test_health_endpoints(contract_stack, path, status):
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == status, body
-    # /healthz says nothing else; /readyz names the checks it ran (app/health.py).
+    # /healthz says nothing else; /readyz names the checks it ran (demo/health.py).
     assert set(body) == ({"status"} if path == "/healthz" else {"status", "checks"}), body
 
 

@@ -59,7 +59,7 @@ def test_the_demo_page_links_its_assets_by_content_hashed_names_that_resolve(sta
     for url in urls:
         match = HASHED.match(url)
         assert match, f"{url} is not a content-hashed name"
-        source = (REPO / "app" / "static" / f"{match['name']}.{match['ext']}").read_bytes()
+        source = (REPO / "demo" / "static" / f"{match['name']}.{match['ext']}").read_bytes()
         response = stack.get(url)
         assert response.status_code == 200, url
         # The hash is the content's: the file served is the repository's.

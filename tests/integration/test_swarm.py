@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.swarm]
 
 STACK = "flask-concurrency-test-swarm"
 PATH = "/work/io?ms=20"
-ORIGINAL_VIEWS = (REPO / "app" / "views.py").read_text()
+ORIGINAL_VIEWS = (REPO / "demo" / "views.py").read_text()
 #: Longest a scale, an update or a rollback may take (`make swarm-up`, image
 #: build included). Measured (docs/scaling.md): 17 s and 20 s to scale, 45 s
 #: for a rolling update of 2 tasks (start-first, each watched for 20 s), 32 s
@@ -166,13 +166,13 @@ def test_scaling_to_four_and_back_fails_no_request(deployed):
 
 def test_a_rolling_update_after_an_app_change_fails_no_request(deployed):
     before = service_image("app")
-    (deployed.context / "app" / "views.py").write_text(
+    (deployed.context / "demo" / "views.py").write_text(
         ORIGINAL_VIEWS.replace('status="ok"', 'status="ok", release="next"')
     )
     try:
         result, updated, took = under_load(deployed, lambda: deployed.make("swarm-up"))
     finally:
-        (deployed.context / "app" / "views.py").write_text(ORIGINAL_VIEWS)
+        (deployed.context / "demo" / "views.py").write_text(ORIGINAL_VIEWS)
     print(f"\nrolling update of 2 tasks in {took:.0f} s: {result.summary()}")
     assert updated.returncode == 0, updated.output
     assert result.failed == 0, (result.summary(), nginx_errors())
@@ -185,11 +185,11 @@ def test_a_broken_update_rolls_back_by_itself(deployed):
     before = service_image("app")
     # It loads, so swarm-up's own check passes; every request, health checks included, fails.
     broken = ORIGINAL_VIEWS + '\n\n@bp.before_app_request\ndef broken():\n    raise RuntimeError("broken on purpose")\n'
-    (deployed.context / "app" / "views.py").write_text(broken)
+    (deployed.context / "demo" / "views.py").write_text(broken)
     try:
         result, updated, took = under_load(deployed, lambda: deployed.make("swarm-up"))
     finally:
-        (deployed.context / "app" / "views.py").write_text(ORIGINAL_VIEWS)
+        (deployed.context / "demo" / "views.py").write_text(ORIGINAL_VIEWS)
     print(f"\nbroken update rolled back in {took:.0f} s: {result.summary()}")
     assert updated.returncode != 0
     assert "rolled back" in updated.output, updated.output

@@ -25,7 +25,7 @@ from bench.tune.settings import load
 from bench.tune.tuner import Tune, limits_for
 from harness.stack import REPO, Stack, app_build_context
 from serving.budget import Budget
-from tests.integration.test_stack import FORK_VIEWS
+from tests.integration.test_stack import FORK_APP_MODULE, add_fork_package
 
 pytestmark = pytest.mark.tune
 
@@ -132,7 +132,7 @@ def test_the_fork_gets_a_recommendation_and_a_report(tmp_path):
     context = tmp_path / "context"
     context.mkdir()
     overlay = app_build_context(context, "flask-concurrency-test/tune-fork-app")
-    (context / "app" / "views.py").write_text(FORK_VIEWS)
+    add_fork_package(context)
     Stack("tune-fork-build", overlays=(overlay,)).docker.compose.build(services=["app"], quiet=True)
     out = tmp_path / "out"
     env = {
@@ -142,7 +142,7 @@ def test_the_fork_gets_a_recommendation_and_a_report(tmp_path):
         "TUNE_SPAWN_RATE": "100",
         "TUNE_APP_CPUS": APP_CPUS,
         "TUNE_DATABASE": "no",
-        "DEMO_ENDPOINTS": "false",
+        "APP_MODULE": FORK_APP_MODULE,
     }
     project = "flask-concurrency-tune-fork-test"
     result = subprocess.run(

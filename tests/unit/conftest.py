@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 from werkzeug.test import Client
 
-from app import config
-from app.factory import create_app
+from demo import config
+from demo.factory import create_app
 from harness.stack import free_port  # noqa: F401 - the unit tests' too
 from serving import settings
+from serving.app import answer_errors_in_json
 from serving.metrics_master import ENVIRONMENT_VARIABLE as METRICS_DIR_VARIABLE
 from serving.middleware import wrap
 from serving.settings import BUDGET, VARIABLES
@@ -58,21 +59,32 @@ START_TIMEOUT = 20.0
 
 @pytest.fixture
 def app(monkeypatch):
-    """A fresh app per test, so a test can register throwaway routes; the
-    settings are the defaults, whatever the developer's shell exports."""
-    for name in (*(v.name for v in VARIABLES), *(s.name for s in config.VARIABLES)):
+    """A fresh demo app per test, so a test can register throwaway routes,
+    as the server loads it (its errors answered in JSON where it has no
+    handler of its own); the settings are the defaults, whatever the
+    developer's shell exports."""
+    for name in (*(v.name for v in VARIABLES), *(s.name for s in config.VARIABLES), "SECRET_KEY"):
         monkeypatch.delenv(name, raising=False)
     # No metrics in-process: they are the real gunicorn tests' (test_metrics.py).
     monkeypatch.delenv(METRICS_DIR_VARIABLE, raising=False)
     application = create_app()
-    application.config.update(TESTING=True)
+    answer_errors_in_json(application)
     return application
+
+
+def served_by_the_server(application) -> Client:
+    """A test client of `application` as the server loads and serves it:
+    its errors answered in JSON where it has no handler of its own, inside
+    the server's layers (health, the body limit, the request id), with the
+    default settings."""
+    answer_errors_in_json(application)
+    return Client(wrap(application, settings.load({}, cpus=1)))
 
 
 @pytest.fixture
 def client(app):
-    """Flask's test client: the app alone, as a fork's own tests see it."""
-    return app.test_client()
+    """The demo app as a request through gunicorn finds it."""
+    return served_by_the_server(app)
 
 
 @pytest.fixture

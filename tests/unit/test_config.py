@@ -1,11 +1,11 @@
-"""app/config.py: the app's own settings, apart from the server's."""
+"""demo/config.py: the app's own settings, apart from the server's."""
 
 from __future__ import annotations
 
 import pytest
 
-from app import config
-from app.factory import create_app
+from demo import config
+from demo.factory import create_app
 
 pytestmark = pytest.mark.unit
 
@@ -14,7 +14,6 @@ def test_defaults():
     assert config.from_environ({}) == {
         "DEMO_ENDPOINTS": True,
         "DEMO_MAX_WORK_MS": 1000,
-        "SECRET_KEY_FILE": "",
         "COMPOSE_PROFILES": "",
         "DATABASE_URL": "",
         "DATABASE_PASSWORD_FILE": "",
@@ -35,23 +34,21 @@ def test_the_db_profile_means_the_bundled_database(profiles, url):
     assert config.from_environ({"COMPOSE_PROFILES": profiles, "DATABASE_URL": named})["DATABASE_URL"] == named
 
 
-def test_secrets_come_from_their_files(tmp_path):
-    (tmp_path / "key").write_text("s3cret-key\n")
+def test_the_secret_key_is_the_environments_and_the_password_its_files(tmp_path):
+    # The server puts SECRET_KEY_FILE's value in SECRET_KEY (serving/app.py).
     (tmp_path / "password").write_text("pa55word")
-    values = config.from_environ(
-        {"SECRET_KEY_FILE": str(tmp_path / "key"), "DATABASE_PASSWORD_FILE": str(tmp_path / "password")}
-    )
+    values = config.from_environ({"SECRET_KEY": "s3cret-key", "DATABASE_PASSWORD_FILE": str(tmp_path / "password")})
     assert (values["SECRET_KEY"], values["DATABASE_PASSWORD"]) == ("s3cret-key", "pa55word")
 
 
 @pytest.mark.parametrize(("content", "problem"), [(None, "cannot be read"), ("", "is empty"), ("\n", "is empty")])
 def test_a_missing_or_empty_secret_stops_the_start_naming_it(tmp_path, content, problem):
-    path = tmp_path / "secret_key"
+    path = tmp_path / "db_password"
     if content is not None:
         path.write_text(content)
     with pytest.raises(config.ConfigError) as info:
-        config.from_environ({"SECRET_KEY_FILE": str(path)})
-    assert str(info.value).startswith(f"SECRET_KEY_FILE={str(path)!r} {problem}")
+        config.from_environ({"DATABASE_PASSWORD_FILE": str(path)})
+    assert str(info.value).startswith(f"DATABASE_PASSWORD_FILE={str(path)!r} {problem}")
 
 
 def test_values_reach_flask_config(monkeypatch):

@@ -1,13 +1,16 @@
-"""app/db.py without a server: the engine each worker makes, its pool as the
+"""demo/db.py without a server: the engine each worker makes, its pool as the
 server sized it, the URL with the password from its file, the demonstration
 endpoints only with a database. The database itself: tests/integration/test_database.py."""
 
 from __future__ import annotations
 
 import pytest
+from werkzeug.test import Client
 
-from app import db
-from app.factory import create_app
+from demo import db
+from demo.factory import create_app
+from serving import settings
+from serving.middleware import wrap
 
 pytestmark = pytest.mark.unit
 
@@ -47,9 +50,10 @@ def test_a_database_that_cannot_be_reached_is_a_json_503_with_retry_after(databa
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
     assert response.get_json()["error"]["status"] == 503
-    ready = database_app.test_client().get("/readyz")
+    served = Client(wrap(database_app, settings.load({}, cpus=1)))
+    ready = served.get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["failed"] == ["database"]
-    assert database_app.test_client().get("/healthz").status_code == 200
+    assert served.get("/healthz").status_code == 200
 
 
 def test_the_pool_size_is_the_servers_or_one():

@@ -1,4 +1,4 @@
-"""The demonstration endpoints (app/demo.py), through Flask's test client."""
+"""The demonstration endpoints (demo/demo.py), through Flask's test client."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from app import demo
-from app.errors import BadParameter
-from app.factory import create_app
+from demo import demo
+from demo.errors import BadParameter
+from demo.factory import create_app
+from tests.unit.conftest import served_by_the_server
 
 pytestmark = pytest.mark.unit
 
@@ -19,7 +20,7 @@ LIMIT = 1000  # DEMO_MAX_WORK_MS's default
 
 @pytest.fixture
 def sleeps(monkeypatch):
-    """Replace time.sleep as app.demo sees it; returns the requested durations in seconds."""
+    """Replace time.sleep as demo.demo sees it; returns the requested durations in seconds."""
     calls: list[float] = []
     monkeypatch.setattr(demo.time, "sleep", calls.append)
     return calls
@@ -36,7 +37,7 @@ def assert_json(response):
 @pytest.mark.parametrize("path", ["/work/io?ms=0", "/work/cpu?ms=0", "/client"])
 def test_demo_endpoints_are_off_with_the_switch(app, monkeypatch, path):
     monkeypatch.setenv("DEMO_ENDPOINTS", "false")
-    client = create_app().test_client()
+    client = served_by_the_server(create_app())
     response = client.get(path)
     assert response.status_code == 404
     assert assert_json(response)["error"]["status"] == 404
@@ -45,7 +46,7 @@ def test_demo_endpoints_are_off_with_the_switch(app, monkeypatch, path):
 
 def test_the_cap_follows_the_setting(app, monkeypatch, sleeps):
     monkeypatch.setenv("DEMO_MAX_WORK_MS", "50")
-    client = create_app().test_client()
+    client = served_by_the_server(create_app())
     assert client.get("/work/io?ms=50").status_code == 200
     response = client.get("/work/io?ms=51")
     assert response.status_code == 400

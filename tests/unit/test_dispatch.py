@@ -1,7 +1,7 @@
 """Application dispatching (APP_MOUNTS; serving/dispatch.py): the mount
 table read from the setting, a bad value stopping the start with one line,
 no dispatcher at all when nothing is mounted, and, with the demo's mounts
-(app/admin.py, a Flask app; app/plain_wsgi.py, a plain WSGI callable), each
+(demo/admin.py, a Flask app; demo/plain_wsgi.py, a plain WSGI callable), each
 prefix reaching its app with the right SCRIPT_NAME, JSON errors naming the
 request id, and metrics labelled by app on a real gunicorn."""
 
@@ -13,14 +13,14 @@ import pytest
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client
 
-from serving import dispatch
+from serving import dispatch, health
 from serving.middleware import wrap
 from serving.settings import RESERVED_PREFIXES, SettingsError, load
 from serving.wsgi import load_mounted
 
 pytestmark = pytest.mark.unit
 
-DEMO_MOUNTS = "/admin=app.admin:application,/plain=app.plain_wsgi:application"
+DEMO_MOUNTS = "/admin=demo.admin:application,/plain=demo.plain_wsgi:application"
 REQUEST_ID = "dispatch-test-0001"
 
 
@@ -30,10 +30,10 @@ REQUEST_ID = "dispatch-test-0001"
 @pytest.mark.parametrize(
     ("raw", "table"),
     [
-        ("/admin=app.admin:application", (("/admin", "app.admin:application"),)),
+        ("/admin=demo.admin:application", (("/admin", "demo.admin:application"),)),
         (
-            " /admin = app.admin:application , /plain=app.plain_wsgi:application ",
-            (("/admin", "app.admin:application"), ("/plain", "app.plain_wsgi:application")),
+            " /admin = demo.admin:application , /plain=demo.plain_wsgi:application ",
+            (("/admin", "demo.admin:application"), ("/plain", "demo.plain_wsgi:application")),
         ),
         ("/api/v1=legacy_project.wsgi:application", (("/api/v1", "legacy_project.wsgi:application"),)),
     ],
@@ -45,17 +45,17 @@ def test_the_mount_table_is_read_from_the_setting_in_order(raw, table):
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
-        ("admin=app.admin:application", "'admin=app.admin:application' is not valid"),
-        ("/admin/=app.admin:application", "is not valid"),
-        ("/=app.admin:application", "is not valid"),
+        ("admin=demo.admin:application", "'admin=demo.admin:application' is not valid"),
+        ("/admin/=demo.admin:application", "is not valid"),
+        ("/=demo.admin:application", "is not valid"),
         ("/admin", "is not valid: expected /PREFIX=module:attribute"),
-        ("/admin=app.admin", "is not valid"),
-        ("/admin=app.admin:", "is not valid"),
-        ("/ad min=app.admin:application", "is not valid"),
-        ("/admin=app.admin:application,", "'' is not valid"),
-        ("/healthz=app.admin:application", "/healthz is reserved"),
-        ("/static/admin=app.admin:application", "/static/admin is reserved"),
-        ("/admin=app.admin:application,/admin=app.plain_wsgi:application", "/admin is mounted twice"),
+        ("/admin=demo.admin", "is not valid"),
+        ("/admin=demo.admin:", "is not valid"),
+        ("/ad min=demo.admin:application", "is not valid"),
+        ("/admin=demo.admin:application,", "'' is not valid"),
+        ("/healthz=demo.admin:application", "/healthz is reserved"),
+        ("/static/admin=demo.admin:application", "/static/admin is reserved"),
+        ("/admin=demo.admin:application,/admin=demo.plain_wsgi:application", "/admin is mounted twice"),
     ],
 )
 def test_a_bad_mount_table_is_refused_with_one_line_naming_the_variable(raw, fragment):
@@ -66,18 +66,18 @@ def test_a_bad_mount_table_is_refused_with_one_line_naming_the_variable(raw, fra
     assert "\n" not in message
 
 
-def test_the_reserved_prefixes_are_the_root_apps_health_and_nginxs_static_files(app):
+def test_the_reserved_prefixes_are_the_servers_health_and_nginxs_static_files(app):
     rules = {rule.rule for rule in app.url_map.iter_rules()}
-    assert {"/healthz", "/readyz"} <= rules and "/static/<path:filename>" in rules
-    assert set(RESERVED_PREFIXES) == {"/healthz", "/readyz", "/static"}
+    assert "/static/<path:filename>" in rules
+    assert set(RESERVED_PREFIXES) == {*health.PATHS, "/static"}
 
 
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
         ("/admin=app.no_such_module:application", "/admin=app.no_such_module:application cannot be loaded"),
-        ("/admin=app.admin:no_such_app", "/admin=app.admin:no_such_app cannot be loaded: AttributeError"),
-        ("/admin=app.admin:MAX_CONTENT_LENGTH", "is not a WSGI app"),
+        ("/admin=demo.admin:no_such_app", "/admin=demo.admin:no_such_app cannot be loaded: AttributeError"),
+        ("/admin=demo.demo:DEFAULT_WORK_MS", "is not a WSGI app"),
     ],
 )
 def test_a_mount_that_cannot_be_loaded_stops_the_start_with_one_line(helpers, env_factory, raw, fragment):
@@ -93,8 +93,8 @@ def test_the_check_prints_the_mount_table(helpers, env_factory):
     result = helpers.run_python(["-m", "serving.settings"], env_factory(APP_MOUNTS=DEMO_MOUNTS))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["app_mounts"] == {
-        "/admin": "app.admin:application",
-        "/plain": "app.plain_wsgi:application",
+        "/admin": "demo.admin:application",
+        "/plain": "demo.plain_wsgi:application",
     }
 
 

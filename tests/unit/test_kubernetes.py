@@ -26,9 +26,9 @@ import kubernetes_validate.utils
 import pytest
 import yaml
 
-from app import config
+from demo import config
 from harness.stack import REPO
-from serving.middleware import READINESS_PATH
+from serving.health import LIVENESS_PATH, READINESS_PATH
 from serving.settings import BUDGET, VARIABLES, load
 
 pytestmark = pytest.mark.unit
@@ -46,7 +46,6 @@ COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 NGINX_CONF = "".join(
     (REPO / "nginx" / path).read_text() for path in ("conf.d/app.conf", "templates/modes/http/servers.conf.template")
 )
-HEALTH = (REPO / "app" / "health.py").read_text()
 #: Read from the pods' environment; not one of the project's settings.
 NGINX_HELPERS = {"POD_NAMESPACE"}
 #: nginx's own variable for a cluster's upstream (nginx/rotation.sh, docs/scaling.md).
@@ -175,12 +174,6 @@ def test_every_object_is_in_the_overlays_namespace_and_labelled(objects, overlay
 # --- the app ------------------------------------------------------------------
 
 
-def health_routes() -> dict[str, str]:
-    """app/health.py: path -> the body of its view."""
-    views = re.split(r"\n(?=@bp\.)", HEALTH)
-    return {m[1]: view for view in views if (m := re.match(r'@bp\.get\("([^"]+)"\)', view))}
-
-
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_app_ports_and_probes_are_the_apps(objects, overlay):
     app = container(objects[overlay], "app")
@@ -188,12 +181,12 @@ def test_app_ports_and_probes_are_the_apps(objects, overlay):
     assert ports == {"http": bind_port(), "metrics": default("METRICS_PORT")}
     annotations = find(objects[overlay], "Deployment", "app")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(default("METRICS_PORT"))
-    routes = health_routes()
     readiness, liveness, startup = (app[f"{kind}Probe"]["httpGet"] for kind in ("readiness", "liveness", "startup"))
-    # Readiness is the route the server answers 503 on while draining
-    # (serving/middleware.py); liveness, the one that checks nothing.
-    assert readiness["path"] in routes and readiness["path"] == READINESS_PATH
-    assert liveness["path"] in routes and "READINESS_CHECKS" not in routes[liveness["path"]]
+    # Readiness is the path the server answers 503 on while draining, and
+    # that runs the app's checks; liveness, the one that checks nothing
+    # (serving/health.py).
+    assert readiness["path"] == READINESS_PATH
+    assert liveness["path"] == LIVENESS_PATH
     assert startup["path"] == liveness["path"]
     assert {readiness["port"], liveness["port"], startup["port"]} == {"http"}
 
@@ -203,11 +196,11 @@ def test_app_environment_is_the_projects_settings_and_starts(objects, overlay):
     app = container(objects[overlay], "app")
     variables = env(app)
     for name, item in variables.items():
-        if name in APP_SETTINGS:  # the app's own (app/config.py)
+        if name in APP_SETTINGS:  # the app's own (demo/config.py)
             if "value" in item:
                 APP_SETTINGS[name].parse(name, item["value"])
             continue
-        assert name in SETTINGS, f"{name} is not a variable serving/settings.py or app/config.py declares"
+        assert name in SETTINGS, f"{name} is not a variable serving/settings.py or demo/config.py declares"
         SETTINGS[name].parse(name, item["value"])
     # The secrets are files from the Secret's volume; the URL, without its password, from the Secret.
     mounts = {m["name"]: m["mountPath"] for m in app["volumeMounts"]}

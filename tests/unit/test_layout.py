@@ -1,6 +1,7 @@
-"""The two rooms: the app a fork owns (app/) and the server that runs it
-(serving/). Read from the imports each file writes, not from a list kept by
-hand, so that a fork's new modules are held to the same rule."""
+"""The rooms: the app a fork owns (its own package; here the demo, demo/) and
+the server that runs it (serving/). Read from the imports each file writes,
+not from a list kept by hand, so that a fork's new modules are held to the
+same rule."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ from pathlib import Path
 import pytest
 from werkzeug.test import Client
 
-from app.factory import create_app
+from demo.factory import create_app
 from harness.stack import REPO
 from serving import metrics_master, settings
+from serving.app import answer_errors_in_json
 from serving.middleware import wrap
 
 pytestmark = pytest.mark.unit
 
-#: The one way in: the server imports the app's WSGI entry point, nothing else.
-ENTRY_POINT = "app.wsgi"
+#: The app the server serves by default, which it names only through APP_MODULE.
+APP_PACKAGE = "demo"
 #: The server's own machinery, which the app never needs.
 SERVER_LIBRARIES = ("serving", "gunicorn", "gevent", "prometheus_client", "pythonjsonlogger")
 
@@ -50,25 +52,25 @@ def package_files(name: str) -> list[Path]:
 def test_the_app_imports_nothing_of_the_server():
     wrong = [
         f"{path.relative_to(REPO)}:{line} imports {module}"
-        for path in package_files("app")
+        for path in package_files(APP_PACKAGE)
         for line, module in imports(path)
         if any(within(module, library) for library in SERVER_LIBRARIES)
     ]
     assert not wrong, "\n".join(wrong)
 
 
-def test_the_server_reaches_the_app_only_through_its_entry_point():
-    reached = {}
-    for path in package_files("serving"):
-        for _, module in imports(path):
-            if within(module, "app"):
-                reached.setdefault(path.relative_to(REPO).as_posix(), set()).add(module)
-    wrong = {
-        path: modules for path, modules in reached.items() if modules != {ENTRY_POINT, f"{ENTRY_POINT}.application"}
-    }
-    assert not wrong, f"serving/ imports more of the app than {ENTRY_POINT}.application: {wrong}"
-    # gunicorn's app and the lab's development server; nothing else knows the app's name.
-    assert set(reached) == {"serving/wsgi.py", "serving/devserver.py"}
+def test_the_server_imports_nothing_of_the_app_by_name():
+    """serving/ reaches the app only through APP_MODULE (serving/app.py loads
+    whatever it names): no file of it imports the demo, so a fork that
+    deletes the demo's package leaves the server whole."""
+    wrong = [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for path in package_files("serving")
+        for line, module in imports(path)
+        if within(module, APP_PACKAGE)
+    ]
+    assert not wrong, "\n".join(wrong)
+    assert settings.load({}, cpus=1).app_module.startswith(f"{APP_PACKAGE}.")
 
 
 def test_the_rule_catches_a_stray_import(tmp_path):
@@ -88,19 +90,21 @@ def readme_files(marker: str) -> set[str]:
     """The project's Python files a README section between <!-- marker -->
     and <!-- /marker --> names."""
     section = README.split(f"<!-- {marker} -->")[1].split(f"<!-- /{marker} -->")[0]
-    return set(re.findall(r"`((?:app|serving)/[\w/]+\.py)`", section))
+    return set(re.findall(r"`((?:demo|serving)/[\w/]+\.py)`", section))
 
 
 def test_the_readme_walks_get_slash_through_the_files_it_runs(monkeypatch):
     """What runs for `GET /` with the defaults (metrics on), traced: every
     project file whose code runs is named, and nothing else is."""
     monkeypatch.setattr(metrics_master, "enabled", lambda port: True)
-    served = Client(wrap(create_app(), settings.load({}, cpus=1)))
+    app = create_app()
+    answer_errors_in_json(app)
+    served = Client(wrap(app, settings.load({}, cpus=1)))
     ran: set[str] = set()
 
     def profile(frame, event, arg) -> None:
         path = Path(frame.f_code.co_filename)
-        if event == "call" and path.is_relative_to(REPO) and path.parts[len(REPO.parts)] in ("app", "serving"):
+        if event == "call" and path.is_relative_to(REPO) and path.parts[len(REPO.parts)] in (APP_PACKAGE, "serving"):
             ran.add(path.relative_to(REPO).as_posix())
 
     sys.setprofile(profile)
@@ -130,7 +134,7 @@ def test_the_readme_names_every_file_the_start_loads(helpers, env_factory):
     loaded = {
         Path(line).relative_to(REPO).as_posix()
         for line in result.stdout.splitlines()
-        if Path(line).is_relative_to(REPO) and Path(line).relative_to(REPO).parts[0] in ("app", "serving")
+        if Path(line).is_relative_to(REPO) and Path(line).relative_to(REPO).parts[0] in (APP_PACKAGE, "serving")
     }
-    loaded -= {"app/__init__.py", "serving/__init__.py"}  # the packages' docstrings
+    loaded -= {"demo/__init__.py", "serving/__init__.py"}  # the packages' docstrings
     assert loaded == readme_files("app-setup")

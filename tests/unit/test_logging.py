@@ -69,12 +69,16 @@ def test_every_line_is_json_with_the_shared_fields(gunicorn, helpers):
     events = [r for r in stderr if r is not config]
     for record in events + stdout:
         check_shared_fields(record)
-    assert {r["logger"] for r in events} >= {"gunicorn.error", "app.errors", "tests.unit.testapp"}
+    assert {r["logger"] for r in events} >= {"gunicorn.error", "demo.factory", "tests.unit.testapp"}
     assert any(r["message"].startswith("Booting worker") and r["request_id"] is None for r in events)
 
     # The unhandled error: one line, the traceback in one field.
-    (error,) = [r for r in events if r["logger"] == "app.errors"]
-    assert (error["level"], error["message"], error["request_id"]) == ("error", "unhandled exception", "boom-request-1")
+    (error,) = [r for r in events if r["logger"] == "demo.factory"]
+    assert (error["level"], error["message"], error["request_id"]) == (
+        "error",
+        "Exception on /_test/boom [GET]",
+        "boom-request-1",
+    )
     assert error["traceback"].startswith("Traceback (most recent call last):")
     assert "RuntimeError: boom-detail" in error["traceback"]
     assert not any("Traceback" in r["message"] for r in events)
@@ -113,7 +117,7 @@ def test_text_keeps_gunicorns_plain_lines(gunicorn, helpers):
     assert json.loads(config)["event"] == "gunicorn.config"
     plain = [line for line in lines if TEXT_LINE.match(line)]
     assert any(line.endswith("[INFO] Using worker: sync") for line in plain)
-    assert any(line.endswith("[ERROR] unhandled exception") for line in plain)
+    assert any(line.endswith("[ERROR] Exception on /_test/boom [GET]") for line in plain)
     # Today's traceback: lines of its own after the message.
     assert "Traceback (most recent call last):" in lines
     assert "RuntimeError: boom-detail" in lines

@@ -65,7 +65,7 @@ def test_the_static_files_are_published_before_gunicorn_answers(helpers, env_fac
     )
     with helpers.serving(["-m", "serving.serve"], env, tmp_path / "serve.log", port) as (_, body):
         assert body["status"] == "ok"
-        assert (published / "demo.css").read_bytes() == (REPO_ROOT / "app/static/demo.css").read_bytes()
+        assert (published / "demo.css").read_bytes() == (REPO_ROOT / "demo/static/demo.css").read_bytes()
 
 
 def test_the_process_becomes_gunicorn_having_read_the_settings_once(helpers, env_factory, tmp_path):

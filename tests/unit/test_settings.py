@@ -58,6 +58,7 @@ def test_defaults(cpus):
     assert s.metrics_port == 9100
     assert s.stock_workers is False
     assert s.app_mounts == ()
+    assert s.app_module == "demo.wsgi:application" and s.secret_key_file == ""
 
 
 @pytest.mark.parametrize(("worker_class", "threads"), [("sync", 1), ("gthread", 4), ("gevent", 1)])
@@ -99,7 +100,9 @@ def test_every_variable_overrides():
         "STATIC_PUBLISH_DIR": "/srv/static",
         "DATABASE_POOL_SIZE": "3",
         "DATABASE_RESERVED_CONNECTIONS": "9",
-        "APP_MOUNTS": "/admin=app.admin:application",
+        "APP_MOUNTS": "/admin=demo.admin:application",
+        "APP_MODULE": "myapp:create_app()",
+        "SECRET_KEY_FILE": "/run/secrets/secret_key",
     }
     assert set(env) == {variable.name for variable in VARIABLES}
     s = load(env, cpus=16)
@@ -121,7 +124,8 @@ def test_every_variable_overrides():
     assert s.stock_workers is True
     assert s.static_publish_dir == "/srv/static"
     assert (s.database_pool_size, s.database_reserved_connections) == (3, 9)
-    assert s.app_mounts == (("/admin", "app.admin:application"),)
+    assert s.app_mounts == (("/admin", "demo.admin:application"),)
+    assert (s.app_module, s.secret_key_file) == ("myapp:create_app()", "/run/secrets/secret_key")
 
 
 def test_values_are_stripped():

@@ -1,4 +1,4 @@
-"""serving/settings.py's VARIABLES (the server's) and app/config.py's (the
+"""serving/settings.py's VARIABLES (the server's) and demo/config.py's (the
 app's) are the one place a variable, its default and its bounds are written.
 What documents or passes them must agree with them: the README's table,
 .env.example and the app's pass-through list in docker-compose.yml; and the
@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from app import config
+from demo import config
 from harness.stack import REPO
 from serving.settings import VARIABLES
 

@@ -87,7 +87,8 @@ def test_readyz_answers_503_while_draining(served, monkeypatch):
     assert client.get("/healthz").status_code == 200
 
 
-def test_the_server_gates_the_readiness_path_the_app_serves(app):
-    from serving.middleware import READINESS_PATH
+def test_the_health_paths_are_the_servers_not_the_apps(app, client):
+    from serving.health import PATHS
 
-    assert READINESS_PATH in {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint == "health.readyz"}
+    assert not set(PATHS) & {rule.rule for rule in app.url_map.iter_rules()}
+    assert [client.get(path).status_code for path in PATHS] == [200, 200]

@@ -1,8 +1,8 @@
 """The app gunicorn serves in the unit tests that need more than its routes:
 `gunicorn -c python:serving.gunicorn_conf tests.unit.testapp:application`. The
-real app (app.factory.create_app), plus a route that fails, one with a
+real app (demo.factory.create_app), plus a route that fails, one with a
 variable in its rule, and one that logs twice around a wait, inside the
-server's middleware as serving/wsgi.py puts the real one."""
+server's middleware as serving/wsgi.py puts the app APP_MODULE names."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ import time
 
 from flask import jsonify, request
 
-from app import demo
-from app.factory import create_app
+from demo import demo
+from demo.factory import create_app
 from serving import request_id, settings
+from serving.app import answer_errors_in_json
 from serving.middleware import wrap
 
 log = logging.getLogger("tests.unit.testapp")
 
 app = create_app()
+answer_errors_in_json(app)
 application = wrap(app, settings.current())
 
 

@@ -1,6 +1,6 @@
 """Your application's views. Replace this module with your own blueprints
-(and register them in app/factory.py): nothing else in the stack depends on
-what is here. The demonstration endpoints live apart, in app/demo.py."""
+(and register them in demo/factory.py): nothing else in the stack depends on
+what is here. The demonstration endpoints live apart, in demo/demo.py."""
 
 from __future__ import annotations
 

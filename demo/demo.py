@@ -20,14 +20,14 @@ from flask import Blueprint, current_app, jsonify, render_template, request
 from sqlalchemy import text
 from werkzeug.exceptions import NotFound
 
-from app import db
-from app.errors import BadParameter
+from demo import db
+from demo.errors import BadParameter
 
 bp = Blueprint("demo", __name__)
-#: With a database configured (app/db.py): a wait inside it, and a row written and read.
+#: With a database configured (demo/db.py): a wait inside it, and a row written and read.
 database_bp = Blueprint("demo_database", __name__, url_prefix="/db")
 
-#: Longest item name the table holds (app/db.py's Item).
+#: Longest item name the table holds (demo/db.py's Item).
 NAME_MAX = 100
 
 DEFAULT_WORK_MS = 100
@@ -96,7 +96,7 @@ def work_upload():
 @bp.get("/demo")
 def demo_page():
     """An HTML page from a template, whose stylesheet and script are served
-    by nginx under content-hashed names (app/static/, docs/static.md)."""
+    by nginx under content-hashed names (demo/static/, docs/static.md)."""
     return render_template("demo.html")
 
 

@@ -58,19 +58,13 @@ VARIABLES: tuple[Setting, ...] = (
         "DEMO_ENDPOINTS",
         flag,
         True,
-        "serve the demonstration endpoints (`/work/*`, `/client`, app/demo.py); `false` in your fork",
+        "serve the demonstration endpoints (`/work/*`, `/client`, demo/demo.py); `false` in your fork",
     ),
     Setting(
         "DEMO_MAX_WORK_MS",
         whole_number(0, 59_000),
         1000,
         "most milliseconds one `/work/io` or `/work/cpu` request may ask for",
-    ),
-    Setting(
-        "SECRET_KEY_FILE",
-        text,
-        "",
-        "file holding Flask's `SECRET_KEY` (a Compose secret, `secrets/secret_key`, made by `make up`)",
     ),
     Setting(
         "COMPOSE_PROFILES",
@@ -111,8 +105,9 @@ BUNDLED_DATABASE_URL = "postgresql+psycopg://app@db:5432/app"
 
 def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, object]:
     """Every variable's value, by name: the environment's, or the default.
-    The secrets' files are read here (SECRET_KEY, DATABASE_PASSWORD), so that
-    a missing or empty one stops the start."""
+    SECRET_KEY is read as most apps read it, from the environment, where the
+    server puts the secret file's value (serving/app.py); the database's
+    password file is read here, so that a missing or empty one stops the start."""
     environ = os.environ if environ is None else environ
     values = {}
     for setting in VARIABLES:
@@ -120,7 +115,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, object]:
         values[setting.name] = setting.parse(setting.name, raw) if raw else setting.default
     if not values["DATABASE_URL"] and "db" in str(values["COMPOSE_PROFILES"]).replace(" ", ",").split(","):
         values["DATABASE_URL"] = BUNDLED_DATABASE_URL
-    values["SECRET_KEY"] = read_secret("SECRET_KEY_FILE", str(values["SECRET_KEY_FILE"]))
+    values["SECRET_KEY"] = environ.get("SECRET_KEY") or None
     values["DATABASE_PASSWORD"] = read_secret("DATABASE_PASSWORD_FILE", str(values["DATABASE_PASSWORD_FILE"]))
     return values
 

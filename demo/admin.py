@@ -1,9 +1,9 @@
 """A second Flask app, served by the same workers under a path prefix when
-APP_MOUNTS names it: `APP_MOUNTS=/admin=app.admin:application` (application
+APP_MOUNTS names it: `APP_MOUNTS=/admin=demo.admin:application` (application
 dispatching, docs/concurrency.md). Off by default.
 
 A fork's own second app looks like this: a Flask object of its own, with
-the app's JSON errors (app/errors.py). It needs to know nothing of its
+the server's JSON errors (serving/errors.py), as any app has. It needs to know nothing of its
 prefix: the server hands it SCRIPT_NAME=/admin, so `url_for` builds
 /admin/... URLs. The request id, the trusted proxies' headers and metrics
 (labelled `app="/admin"`) come from the server, as for the app.
@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, jsonify, request, url_for
 
-from app import demo, errors
-from app.factory import MAX_CONTENT_LENGTH, ProductionFlask
+from demo import demo
 
 bp = Blueprint("admin", __name__)
 
@@ -37,10 +36,8 @@ def worker():
 
 
 def create_admin_app() -> Flask:
-    admin = ProductionFlask(__name__, static_folder=None)
-    admin.config.update(MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH)
+    admin = Flask(__name__, static_folder=None)
     admin.json.sort_keys = False
-    errors.register(admin)
     admin.register_blueprint(bp)
     return admin
 

@@ -1,6 +1,6 @@
 """A plain WSGI callable, no Flask: any WSGI application can be mounted
 beside the app, a Django project's `application` the same way
-(`APP_MOUNTS=/plain=app.plain_wsgi:application`; docs/concurrency.md). Off
+(`APP_MOUNTS=/plain=demo.plain_wsgi:application`; docs/concurrency.md). Off
 by default.
 
 It owns its responses, its errors included: here every one is JSON, with

@@ -1,4 +1,4 @@
-"""The demonstration's items table (app/db.py's Item).
+"""The demonstration's items table (demo/db.py's Item).
 
 Revision ID: 0001_items
 Revises:

@@ -1,14 +1,14 @@
 """Alembic's environment: the app's own database URL and metadata
-(app/config.py, app/db.py), one transaction per migration, so that a
+(demo/config.py, demo/db.py), one transaction per migration, so that a
 failing one leaves the schema at the revision before it. Run by
-`python -m app.migrate`."""
+`python -m demo.migrate`."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from app import config, db
+from demo import config, db
 
 values = config.from_environ()
 url = db.database_url(values)

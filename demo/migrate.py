@@ -1,4 +1,5 @@
-"""Apply the pending migrations: `python -m app.migrate`.
+"""Apply the pending migrations: `flask db upgrade` (the command the server
+migrates with, serving/migrate.py), or `python -m demo.migrate`.
 
 `make up` and `make deploy` run it once, in a one-off container of the new
 image, before any replica of it starts: not per replica, not per worker.
@@ -17,13 +18,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import click
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
-from app import config, db
+from demo import config, db
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -75,6 +77,16 @@ def _next_revision(script: ScriptDirectory, after: str | None):
         if revision.down_revision == after or (after is None and revision.down_revision is None):
             return revision
     return None
+
+
+#: `flask db upgrade`, as Flask-Migrate names it.
+cli = click.Group("db", help="The demo's database migrations.")
+
+
+@cli.command("upgrade")
+def upgrade() -> None:
+    """Apply the pending migrations."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

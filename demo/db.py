@@ -33,7 +33,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import NullPool
 
-from app.errors import error_body
+from demo.errors import error_body
 
 #: The extension's key in app.extensions: the engine, for whoever serves the
 #: app (the connection budget check reads the pool through it).
@@ -49,7 +49,7 @@ class Base(DeclarativeBase):
 
 
 class Item(Base):
-    """The demonstration's one table (migrations: app/migrations/versions/)."""
+    """The demonstration's one table (migrations: demo/migrations/versions/)."""
 
     __tablename__ = "items"
 

@@ -1,0 +1,101 @@
+"""The app the server serves: the WSGI app `APP_MODULE` names, in gunicorn's
+own form (`module:variable` or `module:factory()`), loaded by gunicorn's own
+loader (gunicorn.util.import_app) in each worker after the fork, and in the
+one-off processes that check it (make check), publish its static files and
+migrate its database.
+
+The app's package is wholly the fork's: nothing here asks it to import or
+define anything of the server's. What the server owes every app is applied
+from the outside, here around the load and in serving/middleware.py around
+each request:
+
+- `SECRET_KEY`: most apps read `os.environ["SECRET_KEY"]` in their config.
+  The secret file's value (SECRET_KEY_FILE, a Compose secret) is put in this
+  process's `os.environ` just before the app's module is imported, so the
+  app reads it the way it already does. It is never in the container's
+  environment (`docker inspect`), the image or a log; what it is visible to
+  is said in docs/security.md.
+- Werkzeug's development server refused outside APP_ENV=development
+  (serving/devguard.py), installed before the app's module runs.
+- A Flask app's errors: JSON for the ones it does not answer itself
+  (`answer_errors_in_json`); a page of its own (an HTML 404) stays its own.
+- The preflight (serving/preflight.py), once it is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from gunicorn.errors import AppImportError
+from gunicorn.util import import_app
+
+from serving import devguard
+from serving.settings import Settings, SettingsError
+
+#: Where the app reads its secret key from: the variable most Flask apps read.
+SECRET_KEY_VARIABLE = "SECRET_KEY"  # noqa: S105 - a variable's name, not a key
+
+
+class AppLoadError(RuntimeError):
+    """The app named by APP_MODULE cannot be served: one line saying why."""
+
+
+def bridge_secret_key(settings: Settings) -> None:
+    """SECRET_KEY_FILE's content in this process's os.environ, where the app
+    reads it; the file wins over anything else there."""
+    if not settings.secret_key_file:
+        return
+    try:
+        with open(settings.secret_key_file, encoding="utf-8") as file:
+            secret = file.read().rstrip("\r\n")
+    except OSError as exc:
+        raise SettingsError(f"SECRET_KEY_FILE={settings.secret_key_file!r} cannot be read: {exc.strerror}") from None
+    if not secret:
+        raise SettingsError(f"SECRET_KEY_FILE={settings.secret_key_file!r} is empty")
+    os.environ[SECRET_KEY_VARIABLE] = secret
+
+
+def load(settings: Settings):
+    """The WSGI app APP_MODULE names, imported (and made, for a factory) with
+    the secret key in place and the development server refused. AppLoadError
+    with one line when it cannot be."""
+    bridge_secret_key(settings)
+    devguard.install()
+    # gunicorn puts its working directory first on sys.path; so do the
+    # one-off processes that load the app, whatever started them.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return import_app(settings.app_module)
+    except devguard.DevServerRefused as exc:
+        raise AppLoadError(
+            f"APP_MODULE={settings.app_module}: the app's module starts Werkzeug's development server when it is "
+            f"imported ({exc}); put app.run() under `if __name__ == '__main__':`"
+        ) from None
+    except (AppImportError, ImportError) as exc:
+        raise AppLoadError(f"APP_MODULE={settings.app_module} cannot be loaded: {type(exc).__name__}: {exc}") from None
+
+
+def flask_app(app):
+    """The Flask object of the loaded app, or None for any other WSGI app."""
+    from flask import Flask
+
+    return app if isinstance(app, Flask) else None
+
+
+def answer_errors_in_json(app) -> None:
+    """JSON bodies, naming the request id, for the errors a Flask app has no
+    handler of its own for; its own handlers (an HTML 404, an errorhandler
+    for every HTTPException or Exception) are left as they are. Flask looks
+    for a handler by the error's code first, then by its class, so these are
+    reached only where the app has nothing more specific."""
+    from werkzeug.exceptions import HTTPException
+
+    from serving import errors
+
+    handlers = app.error_handler_spec[None]
+    if not {HTTPException, Exception} & set(handlers[None]):
+        app.register_error_handler(HTTPException, errors.flask_http_error)
+    if not handlers[500] and Exception not in handlers[None]:
+        app.register_error_handler(500, errors.flask_internal_error)

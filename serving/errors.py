@@ -1,0 +1,64 @@
+"""The server's JSON error body, the same shape nginx's own errors have
+(nginx/snippets/json-errors.conf), naming the request id so that a client's
+report leads to the log lines:
+
+    {"error": {"status": 404, "name": "Not Found", "message": "...", "request_id": "..."}}
+
+Used for what the server answers itself (serving/middleware.py: health, the
+body limit, a crash before the app answers) and, for a Flask app, for the
+errors it has no handler of its own for (serving/app.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+
+from serving.request_id import ENVIRON_KEY
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR_MESSAGE = "The server hit an unexpected error."
+
+
+def body(status: int, message: str, environ: dict | None = None, name: str | None = None) -> bytes:
+    error = {"status": status, "name": name or HTTPStatus(status).phrase, "message": message}
+    request_id = (environ or {}).get(ENVIRON_KEY)
+    if request_id is not None:
+        error["request_id"] = request_id
+    return json.dumps({"error": error}).encode()
+
+
+def respond(start_response, environ, status: int, message: str, headers=(), exc_info=None) -> list[bytes]:
+    """Answer a WSGI request with the JSON error."""
+    payload = body(status, message, environ)
+    start_response(
+        f"{status} {HTTPStatus(status).phrase}",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), *headers],
+        exc_info,
+    )
+    return [payload]
+
+
+def flask_http_error(exc):
+    """A Flask app's HTTPException (404, 405, 413, ...) it has no handler for."""
+    from flask import Response, request
+
+    status = exc.code or 500
+    response = Response(
+        body(status, exc.description or exc.name, request.environ, name=exc.name), status, mimetype="application/json"
+    )
+    # Keep what the exception says about the response (Allow on a 405).
+    for header, value in exc.get_headers():
+        if header.lower() != "content-type":
+            response.headers[header] = value
+    return response
+
+
+def flask_internal_error(exc):
+    """A Flask app's unhandled exception: the traceback is in the log (Flask
+    logged it), never in the answer."""
+    from flask import Response, request
+
+    return Response(body(500, INTERNAL_ERROR_MESSAGE, request.environ), 500, mimetype="application/json")

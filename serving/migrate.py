@@ -1,0 +1,83 @@
+"""Apply the app's pending migrations with the app's own tool:
+`python -m serving.migrate`.
+
+`make up` and `make deploy` run it once, in a one-off container of the new
+image, before any replica of it starts (scripts/prepare-database.sh): not
+per replica, not per worker. The tool is the app's `flask db upgrade`:
+Flask-Migrate's, which an app that uses it already has, or a `db upgrade`
+command of the app's own (the demo's, demo/factory.py). An app with neither
+has nothing to migrate. It runs in this process, on the app APP_MODULE
+names, loaded as the workers load it (serving/app.py).
+
+A failure exits 1 with one line naming the revision that failed: the last
+one Alembic started (its "Running upgrade A -> B" line), the deploy stops,
+and the old replicas keep serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+#: Alembic's logger of each step it starts.
+ALEMBIC_STEPS = "alembic.runtime.migration"
+
+
+class StepRecorder(logging.Handler):
+    """Remembers the last "Running upgrade A -> B, doc" Alembic logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Running upgrade"):
+            self.last = message.removeprefix("Running upgrade ").strip()
+
+
+def upgrade_command(app):
+    """The app's `db upgrade` click command, or None."""
+    group = app.cli.commands.get("db")
+    commands = getattr(group, "commands", {})
+    return commands.get("upgrade")
+
+
+def main() -> int:
+    from serving.app import AppLoadError, flask_app, load
+    from serving.settings import SettingsError, current
+
+    try:
+        app = flask_app(load(current()))
+    except (AppLoadError, SettingsError, ValueError) as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if app is None or upgrade_command(app) is None:
+        print("the app has no `flask db upgrade` command (Flask-Migrate, or its own): nothing to migrate")
+        return 0
+    from flask.cli import ScriptInfo
+
+    steps = StepRecorder()
+    alembic_log = logging.getLogger(ALEMBIC_STEPS)
+    alembic_log.addHandler(steps)
+    alembic_log.setLevel(logging.INFO)
+    try:
+        script = ScriptInfo(create_app=lambda: app)
+        app.cli.main(["db", "upgrade"], prog_name="flask", obj=script, standalone_mode=False)
+    except SystemExit as exc:  # the command exited with its status (Flask-Migrate does on Alembic's errors)
+        status = exc.code if isinstance(exc.code, int) else 1
+        if status and steps.last:
+            print(f"migration failed: revision {steps.last}", file=sys.stderr)
+        return status
+    except Exception as exc:  # noqa: BLE001 - any failure is one line naming the revision
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        where = f"revision {steps.last}" if steps.last else "before any revision ran"
+        print(f"migration failed: {where}: {type(exc).__name__}: {cause}", file=sys.stderr)
+        return 1
+    finally:
+        alembic_log.removeHandler(steps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
