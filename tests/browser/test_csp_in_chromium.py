@@ -22,6 +22,7 @@ import pytest
 from harness.browser import Page, load
 from harness.stack import REPO
 from tests.content_security_policy import (
+    DOCS,
     default_policy,
     docs_hash_command,
     docs_page,
@@ -152,6 +153,8 @@ def test_the_docs_hash_is_what_openssl_and_chromium_compute(under_default):
     subprocess.run([str(REPO / "scripts" / "ensure-packages.sh"), "openssl"], check=True, timeout=600)
     printed = subprocess.run(["bash", "-c", docs_hash_command()], capture_output=True, text=True, check=True).stdout
     assert f"'sha256-{printed.strip()}'" == expected
+    # And the docs say what it prints.
+    assert f"prints `{printed.strip()}`" in DOCS.read_text()
     # Chromium's refusal names the hash it would have accepted.
     (inline,) = [m for m in under_default.violations if "inline script" in m]
     assert f"({expected})" in inline, inline
