@@ -53,6 +53,8 @@ NGINX_ENV = {
     "NGINX_RATE_BURST": "1000000",
     "NGINX_CONNECTIONS_PER_CLIENT": "65535",
     "HSTS_MAX_AGE": "63072000",
+    "CONTENT_SECURITY_POLICY": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'",
 }
 
 

@@ -23,11 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from harness.stack import Stack
+from tests.content_security_policy import default_policy
 
 pytestmark = pytest.mark.integration
 
-#: nginx/snippets/security-headers.conf's: the site's own scripts, styles and images, nothing framed.
-CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+#: The default policy (docker-compose.yml's CONTENT_SECURITY_POLICY): the
+#: site's own scripts, styles and images, nothing framed.
+CSP = default_policy()
 
 FUZZ_SEED = int(os.environ.get("FUZZ_SEED", "20261123"))
 FUZZ_CASES = int(os.environ.get("FUZZ_CASES", "5000"))
