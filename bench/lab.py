@@ -450,6 +450,7 @@ def _bench_stack(project: str, gunicorn_args: str, app_cpus: float, tls_dir: Pat
         overlays=(BENCH_COMPOSE,),
         profiles=("bench",),
         project=project,
+        test_images=False,
         BENCH_WORKERS=str(WORKERS),
         BENCH_THREADS=str(THREADS),
         BENCH_APP_CPUS=str(app_cpus),

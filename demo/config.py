@@ -80,12 +80,6 @@ VARIABLES: tuple[Setting, ...] = (
         "none: no database, or the bundled one with `COMPOSE_PROFILES=db` (docs/database.md)",
     ),
     Setting(
-        "DATABASE_PASSWORD_FILE",
-        text,
-        "",
-        "file holding the database's password (a Compose secret, `secrets/db_password`, made by `make up`)",
-    ),
-    Setting(
         "DATABASE_POOL_TIMEOUT",
         whole_number(1, 20),
         5,
@@ -106,8 +100,8 @@ BUNDLED_DATABASE_URL = "postgresql+psycopg://app@db:5432/app"
 def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, object]:
     """Every variable's value, by name: the environment's, or the default.
     SECRET_KEY is read as most apps read it, from the environment, where the
-    server puts the secret file's value (serving/app.py); the database's
-    password file is read here, so that a missing or empty one stops the start."""
+    server puts the secret file's value; the database's password reaches
+    libpq from the server too (serving/app.py), never through here."""
     environ = os.environ if environ is None else environ
     values = {}
     for setting in VARIABLES:
@@ -116,21 +110,4 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, object]:
     if not values["DATABASE_URL"] and "db" in str(values["COMPOSE_PROFILES"]).replace(" ", ",").split(","):
         values["DATABASE_URL"] = BUNDLED_DATABASE_URL
     values["SECRET_KEY"] = environ.get("SECRET_KEY") or None
-    values["DATABASE_PASSWORD"] = read_secret("DATABASE_PASSWORD_FILE", str(values["DATABASE_PASSWORD_FILE"]))
     return values
-
-
-def read_secret(name: str, path: str) -> str | None:
-    """The secret in the file `name` points at (trailing newline dropped), or
-    None when `name` is unset; ConfigError naming it when the file is
-    missing, unreadable or empty."""
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as file:
-            secret = file.read().rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(f"{name}={path!r} cannot be read: {exc.strerror}") from None
-    if not secret:
-        raise ConfigError(f"{name}={path!r} is empty")
-    return secret

@@ -59,13 +59,11 @@ class Item(Base):
 
 
 def database_url(config) -> object | None:
-    """The URL with its password from the secret's file, or None without a database."""
+    """The URL, or None without a database. It carries no password: libpq
+    finds it in its password file, which the server writes from the secret."""
     if not config["DATABASE_URL"]:
         return None
-    url = make_url(config["DATABASE_URL"])
-    if config["DATABASE_PASSWORD"] is not None:
-        url = url.set(password=config["DATABASE_PASSWORD"])
-    return url
+    return make_url(config["DATABASE_URL"])
 
 
 def pool_size(environ=os.environ) -> int:

@@ -23,6 +23,8 @@ from python_on_whales import DockerClient
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+#: The tests' own image tags (harness/test-images.yml), never `make up`'s.
+TEST_IMAGES = REPO / "harness" / "test-images.yml"
 
 #: Every variable .env.example documents: scrubbed from the test process so
 #: that a developer's exported WORKER_CLASS cannot leak into a test stack.
@@ -72,11 +74,14 @@ class Stack:
         overlays: tuple[Path, ...] = (),
         profiles: tuple[str, ...] = (),
         project: str | None = None,
+        test_images: bool = True,
         **env: str,
     ) -> None:
         """`overlays`: compose files applied over docker-compose.yml (the
         benchmark lab's bench/compose.yml); `profiles`: the Compose profiles
-        to enable; `project`: a project name other than the tests' own."""
+        to enable; `project`: a project name other than the tests' own;
+        `test_images`: the tests' own image tags (TEST_IMAGES), which the
+        lab and make tune, naming their own, turn off."""
         self.project = project or f"flask-concurrency-test-{name}"
         self.port = free_port()
         images = base_images(*[extra for extra in ("monitoring", "bench") if extra in profiles])
@@ -86,7 +91,7 @@ class Stack:
         self.env = {**images, "HTTP_PORT": str(self.port), "APP_ENV_FILE": str(self._env_file), **env}
         self._env_file.write_text("".join(f"{k}={v}\n" for k, v in self.env.items()))
         self.docker = DockerClient(
-            compose_files=[COMPOSE_FILE, *overlays],
+            compose_files=[COMPOSE_FILE, *([TEST_IMAGES] if test_images else []), *overlays],
             compose_project_name=self.project,
             compose_project_directory=REPO,
             compose_env_files=[self._env_file],

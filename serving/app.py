@@ -15,6 +15,10 @@ each request:
   app reads it the way it already does. It is never in the container's
   environment (`docker inspect`), the image or a log; what it is visible to
   is said in docs/security.md.
+- the database's password: libpq's own password file (PGPASSFILE), written
+  from DATABASE_PASSWORD_FILE's secret to this container's private /tmp, so
+  the app's DATABASE_URL, without a password, reaches the database with it
+  (psycopg reads it), and the app's code never knows where it came from.
 - Werkzeug's development server refused outside APP_ENV=development
   (serving/devguard.py), installed before the app's module runs.
 - A Flask app's errors: JSON for the ones it does not answer itself
@@ -26,12 +30,17 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 from gunicorn.errors import AppImportError
 from gunicorn.util import import_app
 
 from serving import devguard
 from serving.settings import Settings, SettingsError
+
+#: libpq's variable naming its password file.
+PGPASSFILE = "PGPASSFILE"
 
 #: Where the app reads its secret key from: the variable most Flask apps read.
 SECRET_KEY_VARIABLE = "SECRET_KEY"  # noqa: S105 - a variable's name, not a key
@@ -41,19 +50,46 @@ class AppLoadError(RuntimeError):
     """The app named by APP_MODULE cannot be served: one line saying why."""
 
 
+def read_secret(name: str, path: str) -> str:
+    """The secret in the file `name` points at, trailing newline dropped;
+    SettingsError naming it when it is missing, unreadable or empty."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            secret = file.read().rstrip("\r\n")
+    except OSError as exc:
+        raise SettingsError(f"{name}={path!r} cannot be read: {exc.strerror}") from None
+    if not secret:
+        raise SettingsError(f"{name}={path!r} is empty")
+    return secret
+
+
 def bridge_secret_key(settings: Settings) -> None:
     """SECRET_KEY_FILE's content in this process's os.environ, where the app
     reads it; the file wins over anything else there."""
-    if not settings.secret_key_file:
+    if settings.secret_key_file:
+        os.environ[SECRET_KEY_VARIABLE] = read_secret("SECRET_KEY_FILE", settings.secret_key_file)
+
+
+def pgpass_line(password: str) -> str:
+    """A libpq password file line for any host, port, database and user:
+    `:` and `\\` in the password escaped, as libpq reads them."""
+    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+    return f"*:*:*:*:{escaped}\n"
+
+
+def bridge_database_password(settings: Settings) -> None:
+    """DATABASE_PASSWORD_FILE's password in a libpq password file of this
+    user's alone (0600, which libpq requires), named by PGPASSFILE unless
+    the environment names one already."""
+    if not settings.database_password_file or PGPASSFILE in os.environ:
         return
-    try:
-        with open(settings.secret_key_file, encoding="utf-8") as file:
-            secret = file.read().rstrip("\r\n")
-    except OSError as exc:
-        raise SettingsError(f"SECRET_KEY_FILE={settings.secret_key_file!r} cannot be read: {exc.strerror}") from None
-    if not secret:
-        raise SettingsError(f"SECRET_KEY_FILE={settings.secret_key_file!r} is empty")
-    os.environ[SECRET_KEY_VARIABLE] = secret
+    password = read_secret("DATABASE_PASSWORD_FILE", settings.database_password_file)
+    target = Path(tempfile.gettempdir()) / f"pgpass-{os.getuid()}"
+    fd, staging = tempfile.mkstemp(dir=target.parent, prefix=".pgpass-")
+    with os.fdopen(fd, "w", encoding="utf-8") as file:  # mkstemp's mode is 0600
+        file.write(pgpass_line(password))
+    os.replace(staging, target)
+    os.environ[PGPASSFILE] = str(target)
 
 
 def load(settings: Settings):
@@ -61,6 +97,7 @@ def load(settings: Settings):
     the secret key in place and the development server refused. AppLoadError
     with one line when it cannot be."""
     bridge_secret_key(settings)
+    bridge_database_password(settings)
     devguard.install()
     # gunicorn puts its working directory first on sys.path; so do the
     # one-off processes that load the app, whatever started them.

@@ -202,6 +202,17 @@ VARIABLES: tuple[Variable, ...] = (
         gunicorn=False,
     ),
     Variable(
+        "DATABASE_PASSWORD_FILE",
+        "database_password_file",
+        _text,
+        "",
+        "none",
+        "file holding the database's password (a Compose secret, `secrets/db_password`, made by `make up`), which "
+        "the server hands to libpq (`PGPASSFILE`): the app's `DATABASE_URL` carries no password (docs/database.md)",
+        compose=False,
+        gunicorn=False,
+    ),
+    Variable(
         "WORKER_CLASS",
         "worker_class",
         _choice(WORKER_CLASSES, " (eventlet was removed in gunicorn 26; tornado is not served by this project)"),
@@ -410,6 +421,7 @@ BUDGET: tuple[Variable, ...] = (
 class Settings:
     app_module: str
     secret_key_file: str
+    database_password_file: str
     worker_class: str
     workers: int
     threads: int

@@ -24,6 +24,7 @@ from bench.tune.candidates import Candidate
 
 APP_IMAGE = "flask-concurrency/app:local"
 LOADTEST_IMAGE = "flask-concurrency/loadtest:local"
+NGINX_IMAGE = "flask-concurrency/nginx:local"
 #: Where the profile's directory is mounted in each generator.
 PROFILE_MOUNT = "/tune/profile"
 DATABASE_NETWORK = "tune-db"
@@ -88,7 +89,13 @@ def overlay(
 ) -> dict:
     """The overlay (a dict, written as JSON, which Compose reads as YAML).
     `app_env`: the app's other settings, as the user's environment has them."""
-    services: dict[str, dict] = {}
+    # docker-compose.yml names its images after the project: built here under
+    # the fixed names the candidates run.
+    services: dict[str, dict] = {
+        "app": {"image": app_image},
+        "nginx": {"image": NGINX_IMAGE},
+        "loadtest": {"image": LOADTEST_IMAGE},
+    }
     networks: dict[str, dict] = {}
     for candidate in candidates:
         names = service_names(candidate)
@@ -115,7 +122,7 @@ def overlay(
         services[names["app"]] = app
         services[names["front"]] = {
             **_HARDENED,
-            "image": "flask-concurrency/nginx:local",
+            "image": NGINX_IMAGE,
             "pull_policy": "never",
             "environment": NGINX_ENV,
             "networks": {network: {"aliases": ["nginx"]}},

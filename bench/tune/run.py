@@ -134,7 +134,7 @@ class TuneLab(Lab):
         self.overlay_path = overlay_path
         self.app_image = app_image
         self.candidates: list[Candidate] = []
-        self.stack = Stack("tune", overlays=(overlay_path,), profiles=("tune",), project=project)
+        self.stack = Stack("tune", overlays=(overlay_path,), profiles=("tune",), project=project, test_images=False)
         self._migrated = False
         #: The database's CPU during the run in progress: cores over the
         #: load's seconds, and over the snapshots' window.

@@ -8,7 +8,7 @@ as it was. The policies are read from where they are written
 
 The demo app sends none of these headers, so the app that does is a scratch
 copy of this one with two views added (OWN_HEADERS_VIEWS), built as a fork
-is (harness.stack.app_build_context): the working tree's app/ is never
+is (harness.stack.app_build_context): the working tree's demo/ is never
 touched. To check a real app that sends its own instead, point `own_stack`
 at it and OWN_PAGE / OWN_HEADERS at one of its pages and the headers that
 page sends."""
@@ -162,7 +162,7 @@ def own_stack(built_images, tmp_path_factory):
     (the stack's env file)."""
     context = tmp_path_factory.mktemp("csp")
     overlay = app_build_context(context, "flask-concurrency-test/csp-app")
-    views = context / "app" / "views.py"
+    views = context / "demo" / "views.py"
     views.write_text(views.read_text() + OWN_HEADERS_VIEWS)
     own = Stack("csp", overlays=(overlay,), APP_REPLICAS="1", **{NAME: docs_policy()})
     own.docker.compose.build(services=["app"], quiet=True)

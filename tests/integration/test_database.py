@@ -34,7 +34,7 @@ def database_stack(name: str, **env: str) -> Stack:
 
 
 def migrate(stack: Stack) -> subprocess.CompletedProcess:
-    return stack.compose("run", "--rm", "--no-deps", "-T", "app", "python3", "-m", "demo.migrate", timeout=180)
+    return stack.compose("run", "--rm", "--no-deps", "-T", "app", "python3", "-m", "serving.migrate", timeout=180)
 
 
 @pytest.fixture(scope="module", params=list(DESIGN))

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.loadtest
 MIX = ["/", "/healthz", "/readyz", "/work/io?ms=[N]", "/work/cpu?ms=[N]", "/missing/[id] (404)"]
 
 #: The load test's image (loadtest/compose.yml).
-LOADTEST_IMAGE = "flask-concurrency/loadtest:local"
+LOADTEST_IMAGE = "flask-concurrency-test/loadtest:local"
 
 #: Short and light: the machine may be shared.
 SHORT = {"LOCUST_USERS": "10", "LOCUST_SPAWN_RATE": "10", "LOCUST_RUN_TIME": "12s"}

@@ -323,7 +323,7 @@ def test_nginx_without_a_setting_stops_with_one_line_naming_it(built_images):
     # The image's entrypoint renders nginx/templates; docker-compose.yml sets
     # every variable they use. Run without them, it refuses to start.
     result = subprocess.run(
-        ["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp", "flask-concurrency/nginx:local"],
+        ["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp", "flask-concurrency-test/nginx:local"],
         capture_output=True,
         text=True,
         timeout=60,

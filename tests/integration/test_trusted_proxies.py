@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 FRONT_ADDRESS = "10.231.0.10"
 LB_SUBNET, OUTSIDE_SUBNET = "10.231.0.0/24", "10.232.0.0/24"
-APP_IMAGE = "flask-concurrency/app:local"
+APP_IMAGE = "flask-concurrency-test/app:local"
 #: 5 requests a second and 5 more at once: 30 at once leave about 24 refused.
 RATE, BURST, AT_ONCE = "5r/s", "5", 30
 

@@ -43,6 +43,9 @@ _APP_VARIABLES = {
     "XDG_RUNTIME_DIR",
     "FLASK_RUN_FROM_CLI",
     "PYTHONPATH",
+    # What the server hands the app (serving/app.py).
+    "SECRET_KEY",
+    "PGPASSFILE",
     METRICS_DIR_VARIABLE,
     METRICS_DIR_VARIABLE.lower(),
     *(variable.name for variable in (*VARIABLES, *BUDGET)),

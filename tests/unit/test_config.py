@@ -16,11 +16,9 @@ def test_defaults():
         "DEMO_MAX_WORK_MS": 1000,
         "COMPOSE_PROFILES": "",
         "DATABASE_URL": "",
-        "DATABASE_PASSWORD_FILE": "",
         "DATABASE_POOL_TIMEOUT": 5,
         "DATABASE_CONNECT_TIMEOUT": 3,
         "SECRET_KEY": None,
-        "DATABASE_PASSWORD": None,
     }
 
 
@@ -34,21 +32,9 @@ def test_the_db_profile_means_the_bundled_database(profiles, url):
     assert config.from_environ({"COMPOSE_PROFILES": profiles, "DATABASE_URL": named})["DATABASE_URL"] == named
 
 
-def test_the_secret_key_is_the_environments_and_the_password_its_files(tmp_path):
+def test_the_secret_key_is_the_environments():
     # The server puts SECRET_KEY_FILE's value in SECRET_KEY (serving/app.py).
-    (tmp_path / "password").write_text("pa55word")
-    values = config.from_environ({"SECRET_KEY": "s3cret-key", "DATABASE_PASSWORD_FILE": str(tmp_path / "password")})
-    assert (values["SECRET_KEY"], values["DATABASE_PASSWORD"]) == ("s3cret-key", "pa55word")
-
-
-@pytest.mark.parametrize(("content", "problem"), [(None, "cannot be read"), ("", "is empty"), ("\n", "is empty")])
-def test_a_missing_or_empty_secret_stops_the_start_naming_it(tmp_path, content, problem):
-    path = tmp_path / "db_password"
-    if content is not None:
-        path.write_text(content)
-    with pytest.raises(config.ConfigError) as info:
-        config.from_environ({"DATABASE_PASSWORD_FILE": str(path)})
-    assert str(info.value).startswith(f"DATABASE_PASSWORD_FILE={str(path)!r} {problem}")
+    assert config.from_environ({"SECRET_KEY": "s3cret-key"})["SECRET_KEY"] == "s3cret-key"  # noqa: S105
 
 
 def test_values_reach_flask_config(monkeypatch):

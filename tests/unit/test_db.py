@@ -18,10 +18,8 @@ URL = "postgresql+psycopg://app@db.invalid:5432/app"
 
 
 @pytest.fixture
-def database_app(app, monkeypatch, tmp_path):
-    (tmp_path / "password").write_text("pa55word\n")
+def database_app(app, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", URL)
-    monkeypatch.setenv("DATABASE_PASSWORD_FILE", str(tmp_path / "password"))
     monkeypatch.setenv("DATABASE_POOL_SIZE", "7")
     monkeypatch.setenv("DATABASE_POOL_TIMEOUT", "2")
     return create_app()
@@ -38,7 +36,8 @@ def test_the_engine_has_the_servers_pool_and_never_overflows(database_app):
     assert engine.pool.size() == 7
     assert engine.pool.timeout() == 2
     assert engine.pool._max_overflow == 0  # QueuePool keeps it only there
-    assert engine.url.password == "pa55word" and engine.url.host == "db.invalid"  # noqa: S105 - the test's own
+    # No password in the URL: libpq reads it from the file the server writes (serving/app.py).
+    assert engine.url.password is None and engine.url.host == "db.invalid"
     assert "database" in database_app.config["READINESS_CHECKS"]
     rules = {rule.rule for rule in database_app.url_map.iter_rules()}
     assert {"/db/sleep", "/db/items", "/db/items/<int:item_id>"} <= rules

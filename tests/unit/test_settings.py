@@ -103,6 +103,7 @@ def test_every_variable_overrides():
         "APP_MOUNTS": "/admin=demo.admin:application",
         "APP_MODULE": "myapp:create_app()",
         "SECRET_KEY_FILE": "/run/secrets/secret_key",
+        "DATABASE_PASSWORD_FILE": "/run/secrets/db_password",
     }
     assert set(env) == {variable.name for variable in VARIABLES}
     s = load(env, cpus=16)
@@ -126,6 +127,7 @@ def test_every_variable_overrides():
     assert (s.database_pool_size, s.database_reserved_connections) == (3, 9)
     assert s.app_mounts == (("/admin", "demo.admin:application"),)
     assert (s.app_module, s.secret_key_file) == ("myapp:create_app()", "/run/secrets/secret_key")
+    assert s.database_password_file == "/run/secrets/db_password"
 
 
 def test_values_are_stripped():
