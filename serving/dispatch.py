@@ -9,7 +9,7 @@ mount, this module is not even imported.
 
 Each mounted app sees its prefix in SCRIPT_NAME and the rest of the path in
 PATH_INFO, so Flask's `url_for` builds prefixed URLs. A Flask app answers
-its own errors (demo/errors.py's register(), as demo/admin.py does) and is
+its own errors (or the server answers them in JSON, serving/errors.py) and is
 counted through Flask's signals; any other WSGI app is counted by the server
 (serving/metrics.py) and an exception it lets out before its response starts
 is answered here, as JSON.

@@ -4,7 +4,7 @@ nginx sends X-Request-ID on every request it proxies (and answers with it).
 The server keeps it when it is well formed (8 to 128 of `A-Z a-z 0-9 . _ -`)
 and otherwise puts one of its own (uuid4 hex) in the request's headers
 before the app sees it, so that a request reaching gunicorn some other way
-still has one. The app reads it as the header it is (demo/errors.py puts it
+still has one. The app reads it as the header it is (serving/errors.py puts it
 in every JSON error body); nothing of this package is imported there.
 
 While the request is served it is also this thread's or greenlet's

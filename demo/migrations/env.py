@@ -1,7 +1,7 @@
 """Alembic's environment: the app's own database URL and metadata
 (demo/config.py, demo/db.py), one transaction per migration, so that a
 failing one leaves the schema at the revision before it. Run by
-`python -m demo.migrate`."""
+`flask db upgrade` (demo/migrate.py)."""
 
 from __future__ import annotations
 

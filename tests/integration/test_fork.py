@@ -1,0 +1,459 @@
+"""A team's existing Flask app, served by the fork guide's steps alone, with no
+edit to its code (the README's "Serve the Flask app you already have").
+
+The app is tests/fork/: `notes`, in the layout most Flask apps use (a
+factory and `db = SQLAlchemy()` in its package's __init__.py; Flask-Migrate,
+Flask-Login, Flask-WTF with CSRF; its own `errors` package and HTML pages;
+Bootstrap from a CDN and an inline script; its own static/; docopt, published
+only as a source distribution; a config class that falls back to a
+hard-coded SECRET_KEY). A scratch copy of this checkout gets it exactly as
+the guide says: the package, its config module and its migrations copied
+in, its requirements added to requirements/app.in, `make lock`, its lines in
+.env, `make up`. Then the stack's contract is checked on it, through nginx:
+non-root, only nginx published, gunicorn and never the development server,
+JSON edge errors, health, its own 404 page kept, a user's whole flow under
+each worker class, its secrets, the preflight, the browser's view of its
+pages, a zero-failure `make deploy`, and a second fork beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness.browser import csp_violations
+from harness.load import Load
+from harness.stack import REPO, STACK_VARIABLES, free_port
+from tests.content_security_policy import docs_policy
+from tests.unit.test_layout import imports, within
+
+pytestmark = pytest.mark.integration
+
+FORK = REPO / "tests" / "fork"
+#: What the guide copies in: the package, its config module, its migrations.
+FORK_FILES = ("notes", "config.py", "migrations")
+PROJECT = "flask-concurrency-test-notes"
+SERVER_LIBRARIES = ("serving", "gunicorn", "gevent", "prometheus_client", "pythonjsonlogger")
+#: The scratch checkout: the working tree's files, as a clone has them.
+IGNORED_IN_COPY = (".venv", ".cache", "secrets", "certs", ".env", "tests/fork")
+
+
+def copy_checkout(target: Path) -> dict[str, bytes]:
+    """The working tree's files (tracked or not, but not ignored), with their
+    times, into `target`; the test venv shared, as `make lock` needs one.
+    Returns what was copied: path -> content, the clone as it came."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    copied: dict[str, bytes] = {}
+    for name in filter(None, (entry.decode() for entry in listed)):
+        source = REPO / name
+        if not source.exists() or any(name == skip or name.startswith(f"{skip}/") for skip in IGNORED_IN_COPY):
+            continue
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target / name)
+        copied[name] = source.read_bytes()
+    (target / ".venv").symlink_to(REPO / ".venv")
+    return copied
+
+
+class Checkout:
+    """A fork's checkout, driven as its team drives it: make and .env."""
+
+    def __init__(self, root: Path, project: str) -> None:
+        self.root = root
+        self.project = project
+        self.port = free_port()
+        self.session = requests.Session()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self, **extra: str) -> dict[str, str]:
+        # Nothing of the test's own shell: the checkout's .env says it all.
+        env = {k: v for k, v in os.environ.items() if k not in STACK_VARIABLES and not k.startswith("COMPOSE_")}
+        return {**env, **extra}
+
+    def run(self, *command: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            list(command),
+            cwd=self.root,
+            env=self.environment(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        result.output = result.stdout + result.stderr
+        return result
+
+    def make(self, *targets: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+        return self.run("make", "--no-print-directory", *targets, timeout=timeout, **env)
+
+    def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return self.run("scripts/compose", *args, timeout=timeout)
+
+    def append_env(self, text: str) -> None:
+        with (self.root / ".env").open("a") as env:
+            env.write(text if text.endswith("\n") else text + "\n")
+
+    def containers(self, service: str) -> list[str]:
+        return sorted(self.compose("ps", "-q", service).stdout.split())
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return self.session.get(self.url + path, **kwargs)
+
+    def down(self) -> None:
+        self.compose("--profile", "*", "down", "--remove-orphans", "--volumes", "--timeout", "10")
+
+
+def follow_the_guide(root: Path, project: str) -> Checkout:
+    """The fork guide's steps, nothing else: copy the app's files in, add its
+    requirements, `make lock`, its lines in .env."""
+    checkout = Checkout(root, project)
+    for name in FORK_FILES:
+        source = FORK / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    with (root / "requirements" / "app.in").open("a") as app_in:
+        app_in.write((FORK / "requirements.in").read_text())
+    locked = checkout.make("lock", timeout=900)
+    assert locked.returncode == 0, locked.output[-3000:]
+    checkout.append_env((FORK / "fork.env").read_text())
+    # Two checkouts on one machine: each its own name and port.
+    checkout.append_env(f"COMPOSE_PROJECT_NAME={project}\nHTTP_PORT={checkout.port}\n")
+    return checkout
+
+
+@pytest.fixture(scope="module")
+def notes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("notes-checkout")
+    cloned = copy_checkout(root)
+    checkout = follow_the_guide(root, PROJECT)
+    checkout.cloned = cloned
+    try:
+        started = checkout.make("up")
+        assert started.returncode == 0, started.output[-5000:]
+        checkout.up_output = started.output
+        yield checkout
+    finally:
+        checkout.down()
+
+
+def csrf_token(page: requests.Response) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text)
+    assert match, page.text[:500]
+    return match[1]
+
+
+def register_log_in_write_read(fork: Checkout, user: str) -> None:
+    """A user's whole flow through nginx, as a browser makes it: every form
+    with its CSRF token, the session in a cookie."""
+    browser = requests.Session()
+    page = browser.get(f"{fork.url}/auth/register", timeout=30)
+    assert page.status_code == 200
+    form = {"username": user, "password": "correct horse", "password2": "correct horse"}
+    registered = browser.post(
+        f"{fork.url}/auth/register", data={**form, "csrf_token": csrf_token(page)}, allow_redirects=False, timeout=30
+    )
+    assert registered.status_code == 302 and registered.headers["Location"].endswith("/auth/login"), registered.text
+    page = browser.get(f"{fork.url}/auth/login", timeout=30)
+    logged_in = browser.post(
+        f"{fork.url}/auth/login",
+        data={"username": user, "password": "correct horse", "csrf_token": csrf_token(page)},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert logged_in.status_code == 302, logged_in.text
+    home = browser.get(f"{fork.url}/", timeout=30)
+    assert home.status_code == 200 and f"Hi, {user}!" in home.text
+    note = f"a note of {user}'s"
+    written = browser.post(
+        f"{fork.url}/", data={"body": note, "csrf_token": csrf_token(home)}, allow_redirects=False, timeout=30
+    )
+    assert written.status_code == 302, written.text
+    assert f'<li class="note">{note.replace(chr(39), "&#39;")}</li>' in browser.get(f"{fork.url}/", timeout=30).text
+    # Without its token the form is refused, in JSON: the app has no page for a 400.
+    refused = browser.post(f"{fork.url}/", data={"body": "no token"}, timeout=30)
+    assert refused.status_code == 400 and refused.headers["Content-Type"] == "application/json"
+    assert "CSRF" in refused.json()["error"]["message"]
+
+
+# --- the guide's steps, and nothing else --------------------------------------------
+
+
+def test_outside_its_package_the_fork_changed_only_env_and_its_requirements(notes):
+    changed = set()
+    for path in notes.root.rglob("*"):
+        relative = path.relative_to(notes.root).as_posix()
+        if not path.is_file() or path.is_symlink() or relative.startswith((".venv/", "secrets/", "loadtest/reports/")):
+            continue
+        if relative.startswith(tuple(f"{name}/" for name in FORK_FILES)) or relative in FORK_FILES:
+            assert path.read_bytes() == (FORK / relative).read_bytes(), f"{relative} is not the app's own"
+            continue
+        if notes.cloned.get(relative) != path.read_bytes():
+            changed.add(relative)
+    requirements = {p for p in changed if p.startswith("requirements/")}
+    assert changed - requirements == {".env"}, changed
+    assert "requirements/app.in" in requirements
+
+
+def test_the_forks_package_imports_nothing_of_the_server():
+    files = [FORK / "config.py", *sorted((FORK / "notes").rglob("*.py")), *sorted((FORK / "migrations").rglob("*.py"))]
+    wrong = [
+        f"{path.relative_to(FORK)}:{line} imports {module}"
+        for path in files
+        for line, module in imports(path)
+        if any(within(module, library) for library in SERVER_LIBRARIES)
+    ]
+    assert not wrong and len(files) > 10, wrong
+
+
+def test_its_migrations_were_applied_once_before_it_started(notes):
+    assert notes.up_output.count("Running upgrade  -> 3f1a2b4c5d6e, users") == 1, notes.up_output[-3000:]
+    assert notes.up_output.count("Running upgrade 3f1a2b4c5d6e -> 7a8b9c0d1e2f, notes") == 1
+    version = notes.compose(
+        "exec", "-T", "db", "psql", "-U", "app", "-d", "app", "-tAc", "SELECT version_num FROM alembic_version"
+    )
+    assert version.stdout.strip() == "7a8b9c0d1e2f", version.output
+
+
+# --- the contract, on the fork ----------------------------------------------------------
+
+
+def test_only_nginx_is_published_and_the_app_runs_as_gunicorn_not_root(notes):
+    for service in ("app", "db", "nginx"):
+        for container in notes.containers(service):
+            ports = subprocess.run(["docker", "port", container], check=True, capture_output=True, text=True).stdout
+            expected = f"8080/tcp -> 127.0.0.1:{notes.port}\n" if service == "nginx" else ""
+            assert ports == expected, (service, ports)
+    app = notes.containers("app")[0]
+    processes = subprocess.run(
+        ["docker", "top", app, "-eo", "uid,pid,args"], check=True, capture_output=True, text=True
+    ).stdout.splitlines()[1:]
+    assert processes and all(line.split()[0] == "10001" for line in processes), processes
+    commands = " ".join(line.split(None, 2)[2] for line in processes)
+    assert "gunicorn: master" in commands and "gunicorn: worker" in commands
+    assert "werkzeug" not in commands.lower() and "flask run" not in commands
+
+
+def test_health_is_the_servers_and_the_apps_own_404_page_stays_its_own(notes):
+    assert notes.get("/healthz").json() == {"status": "ok"}
+    assert notes.get("/readyz").status_code == 200
+    page = notes.get("/no-such-page")
+    assert page.status_code == 404 and page.headers["Content-Type"].startswith("text/html")
+    assert '<h1 id="not-found">Not Found</h1>' in page.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("DELETE", "/healthz", {}, 405),
+        ("POST", "/auth/login", {"data": b"x" * (2 * 1024 * 1024)}, 413),
+        ("GET", "/", {"headers": {"Host": "elsewhere.example"}}, 421),
+    ],
+)
+def test_edge_errors_are_json(notes, method, path, kwargs, status):
+    response = notes.session.request(method, notes.url + path, timeout=30, **kwargs)
+    assert response.status_code == status
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.json()["error"]["status"] == status
+
+
+def test_its_static_file_and_its_own_settings_reach_it(notes):
+    stylesheet = notes.get("/static/notes.css")
+    assert (
+        stylesheet.status_code == 200 and stylesheet.content == (FORK / "notes" / "static" / "notes.css").read_bytes()
+    )
+    assert '<p id="banner">served-unchanged</p>' in notes.get("/about").text  # NOTES_BANNER, a .env line
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "gthread", "gevent"])
+def test_a_user_registers_logs_in_writes_and_reads_back(notes, worker_class):
+    if worker_class != "sync":
+        restarted = notes.make("up", WORKER_CLASS=worker_class)
+        assert restarted.returncode == 0, restarted.output[-3000:]
+    try:
+        config = notes.compose("logs", "app").stdout
+        assert f'"worker_class": "{worker_class}"' in config.rsplit('"event": "gunicorn.config"', 1)[-1][:2000]
+        register_log_in_write_read(notes, f"user-{worker_class}")
+    finally:
+        if worker_class != "sync":
+            assert notes.make("up").returncode == 0
+
+
+# --- its secrets -------------------------------------------------------------------------
+
+
+def test_it_signs_sessions_with_the_secret_file_and_nothing_shows_it(notes):
+    from flask import Flask
+    from flask.sessions import SecureCookieSessionInterface
+
+    secret = (notes.root / "secrets" / "secret_key").read_text().strip()
+    browser = requests.Session()
+    browser.get(f"{notes.url}/auth/login", timeout=30)  # Flask-WTF keeps the CSRF secret in the session
+    cookie = browser.cookies["session"]
+
+    def signer(key: str):
+        app = Flask("check")
+        app.secret_key = key
+        return SecureCookieSessionInterface().get_signing_serializer(app)
+
+    assert "csrf_token" in signer(secret).loads(cookie)
+    with pytest.raises(Exception, match="Signature"):
+        signer("you-will-never-guess").loads(cookie)  # the app's own fallback is not in force
+    for container in notes.containers("app"):
+        environment = subprocess.run(
+            ["docker", "inspect", "-f", "{{json .Config.Env}}", container], check=True, capture_output=True, text=True
+        ).stdout
+        assert secret not in environment and "SECRET_KEY=" not in environment
+        # Nor any process's initial environment in the container, PID 1's and the workers'.
+        environ = subprocess.run(
+            ["docker", "exec", container, "sh", "-c", "cat /proc/[0-9]*/environ"], capture_output=True, check=False
+        ).stdout
+        assert environ and secret.encode() not in environ
+    assert secret not in notes.compose("logs", "app").stdout
+    image = subprocess.run(
+        ["docker", "inspect", "-f", "{{.Config.Image}}", notes.containers("app")[0]],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    in_image = subprocess.run(
+        ["docker", "run", "--rm", image, "grep", "-rl", secret, "/srv", "/opt/venv"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert in_image.returncode == 1 and not in_image.stdout, in_image.stdout
+
+
+# --- the preflight, on the running stack --------------------------------------------------
+
+HAZARDS = {
+    # What each change does to the app, and the line that refuses it.
+    "debug mode": ("config.py", "class Config:\n", "class Config:\n    DEBUG = True\n", "debug mode"),
+    "a key written in the source": (
+        "config.py",
+        'SECRET_KEY = os.environ.get("SECRET_KEY") or "you-will-never-guess"',
+        'SECRET_KEY = "you-will-never-guess"',
+        "written in the app's source (config.py)",
+    ),
+}
+
+
+@pytest.mark.parametrize("hazard", list(HAZARDS))
+def test_the_preflight_stops_make_up_and_the_stack_keeps_serving(notes, hazard):
+    path, before, after, line = HAZARDS[hazard]
+    source = notes.root / path
+    original = source.read_text()
+    running = notes.containers("app") + notes.containers("nginx")
+    source.write_text(original.replace(before, after))
+    try:
+        refused = notes.make("up")
+    finally:
+        source.write_text(original)
+    assert refused.returncode != 0
+    (found,) = [text for text in refused.output.splitlines() if text.startswith("preflight: ")]
+    assert line in found, found
+    assert notes.containers("app") + notes.containers("nginx") == running
+    assert notes.get("/auth/login").status_code == 200
+
+
+def test_a_development_server_started_by_the_apps_module_stops_make_up(notes):
+    entry = notes.root / "notes_dev.py"
+    entry.write_text("from notes import create_app\n\napp = create_app()\napp.run(host='0.0.0.0')\n")
+    running = notes.containers("app")
+    try:
+        refused = notes.make("up", APP_MODULE="notes_dev:app")
+    finally:
+        entry.unlink()
+    assert refused.returncode != 0
+    assert "starts Werkzeug's development server when it is imported" in refused.output, refused.output[-2000:]
+    assert notes.containers("app") == running and notes.get("/auth/login").status_code == 200
+
+
+# --- the browser's view of its pages -------------------------------------------------------
+
+
+def test_its_pages_in_a_browser_under_the_default_policy_and_the_docs_line(notes):
+    # The CDN stylesheet, the CDN script and the inline script: refused by default.
+    refused = csp_violations(f"{notes.url}/auth/login")
+    assert len(refused) == 3, refused
+    notes.append_env(f"CONTENT_SECURITY_POLICY={docs_policy()}")
+    try:
+        applied = notes.make("up")
+        assert applied.returncode == 0, applied.output[-3000:]
+        assert notes.get("/auth/login").headers["Content-Security-Policy"] == docs_policy()
+        assert csp_violations(f"{notes.url}/auth/login") == []
+    finally:
+        env = notes.root / ".env"
+        env.write_text(
+            "".join(line for line in env.read_text().splitlines(True) if not line.startswith("CONTENT_SECURITY"))
+        )
+        assert notes.make("up").returncode == 0
+
+
+# --- operations ------------------------------------------------------------------------------
+
+
+def test_make_deploy_fails_no_request(notes):
+    load = Load(f"{notes.url}/auth/login")
+    try:
+        time.sleep(2)
+        deployed = notes.make("deploy")
+        time.sleep(2)
+    finally:
+        result = load.stop()
+    assert deployed.returncode == 0, deployed.output[-3000:]
+    assert result.failed == 0, result.summary()
+    assert result.total > 100
+
+
+def test_two_forks_side_by_side_share_nothing(notes, tmp_path_factory):
+    # The same fork cloned a second time, under another name and port in its .env.
+    second_project = f"{PROJECT}-beside"
+    root = tmp_path_factory.mktemp("second-fork") / "checkout"
+    shutil.copytree(notes.root, root, symlinks=True, ignore=shutil.ignore_patterns("secrets", "__pycache__"))
+    second = Checkout(root, second_project)
+    env = root / ".env"
+    env.write_text(
+        "".join(line for line in env.read_text().splitlines(True) if not line.startswith(("COMPOSE_PROJECT", "HTTP_P")))
+        + f"COMPOSE_PROJECT_NAME={second_project}\nHTTP_PORT={second.port}\n"
+    )
+    try:
+        started = second.make("up")
+        assert started.returncode == 0, started.output[-3000:]
+        register_log_in_write_read(second, "beside")
+        # Its containers, images and volumes all carry its own name.
+        rows = second.compose("ps", "-a", "--format", "{{.Name}} {{.Image}}").stdout.split()
+        assert rows and all(
+            name.startswith(f"{second_project}-") or name.startswith(f"{second_project}/") for name in rows
+        )
+        volumes = subprocess.run(
+            ["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={second_project}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        assert volumes and all(volume.startswith(f"{second_project}_") for volume in volumes)
+        assert second.make("down").returncode == 0
+        assert second.containers("app") == []
+        # The first fork never noticed.
+        assert notes.get("/auth/login").status_code == 200 and notes.get("/healthz").json() == {"status": "ok"}
+    finally:
+        second.down()
