@@ -21,7 +21,7 @@ COPY ${REQUIREMENTS} /tmp/requirements.txt
 # it, after pip's own output.
 RUN /opt/venv/bin/pip install --require-hashes --prefer-binary -r /tmp/requirements.txt >/tmp/pip.log 2>&1 \
     || { cat /tmp/pip.log >&2; \
-         failed=$(sed -n 's/.*Failed to build \(installable wheels for some pyproject.toml based projects \)\{0,1\}(\{0,1\}\([A-Za-z0-9_.-]*\).*/\2/p' /tmp/pip.log | head -n 1); \
+         failed=$(sed -n '/Failed to build/{s/.*Failed to build \(installable wheels for some pyproject.toml based projects \)\{0,1\}(\{0,1\}\([A-Za-z0-9_.-]*\).*/\2/p;q;}' /tmp/pip.log); \
          echo "the image cannot be built: ${failed:-a locked package} has no wheel for this platform and its source does not build here (no compiler in the build stage): pin a version with a wheel, or build it in a stage of your own" >&2; \
          exit 1; }
 
