@@ -336,3 +336,31 @@ def test_nginx_without_a_setting_stops_with_one_line_naming_it(built_images):
     # One of the variables docker-compose.yml hands nginx.
     nginx_env = Stack("nginx-env").docker.compose.config(return_json=True)["services"]["nginx"]["environment"]
     assert named[1] in nginx_env, (named[1], sorted(nginx_env))
+
+
+#: A C extension published only as a source distribution (its last release,
+#: 2013): the build stage has no compiler, so it cannot become a wheel there.
+NEEDS_A_COMPILER = (
+    "pycrypto==2.6.1 \\\n    --hash=sha256:f2ce1e989b272cfcb677616763e0a2e7ec659effa67a88aa92b3a65528f60a3c\n"
+)
+
+
+def test_a_dependency_that_needs_a_compiler_stops_the_build_naming_it(built_images, tmp_path):
+    overlay = app_build_context(tmp_path, "flask-concurrency-test/needs-a-compiler")
+    with (tmp_path / "requirements" / "app.txt").open("a") as lock:
+        lock.write(NEEDS_A_COMPILER)
+    built = Stack("needs-a-compiler", overlays=(overlay,)).compose("build", "app", timeout=900)
+    assert built.returncode != 0
+    # The build's own lines, after the builder's timing prefix.
+    (line,) = re.findall(r"^(?:[\d.]+ )?(the image cannot be built: .*)$", built.stdout + built.stderr, re.MULTILINE)
+    assert "pycrypto has no wheel for this platform" in line and "no compiler" in line, line
+
+
+def test_the_runtime_image_carries_no_compiler(built_images):
+    found = subprocess.run(
+        ["docker", "run", "--rm", "flask-concurrency-test/app:local", "sh", "-c", "command -v gcc cc c++ clang"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert found.returncode != 0 and found.stdout == "", found.stdout
