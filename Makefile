@@ -43,7 +43,7 @@ images:
 # it. The app's (and that it loads), then nginx's (its entrypoint's hooks and
 # templates, then `nginx -t`).
 check:
-	@$(COMPOSE) run --rm --no-deps -T app python3 -m serving.settings >/dev/null
+	@$(COMPOSE) run --rm --no-deps -T app python3 -m serving.check >/dev/null
 	@$(COMPOSE) run --rm --no-deps -T nginx nginx -t -q -e stderr
 
 # The development overlay (compose.dev.yml): app/ bind-mounted, gunicorn --reload.
@@ -114,7 +114,7 @@ ps: ## Show the stack's containers and their health
 
 config: ## Print the settings gunicorn would start with (JSON), or the error
 	@$(COMPOSE) --progress quiet build app >/dev/null
-	@$(COMPOSE) run --rm --no-deps -T app python3 -m serving.settings
+	@$(COMPOSE) run --rm --no-deps -T app python3 -m serving.check
 
 # One venv for the tests and the linters, both locks in one pip run: pip
 # refuses them should they ever pin a package they share differently.

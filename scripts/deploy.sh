@@ -48,7 +48,7 @@ mapfile -t serving < <(compose ps -q --status running app)
 say "building the app image"
 compose build app
 say "checking its settings and that the app loads"
-compose run --rm --no-deps -T app python3 -m serving.settings >/dev/null \
+compose run --rm --no-deps -T app python3 -m serving.check >/dev/null \
   || die "deploy refused: the new image does not start (above); nothing changed"
 "$root/scripts/prepare-database.sh" "$replicas" \
   || die "deploy refused: the database's budget or migrations (above); the replicas serving now are unchanged"

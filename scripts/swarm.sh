@@ -101,7 +101,7 @@ up() {
   # The settings, checked in a throwaway project: a Compose network named
   # like the stack's would stand in the way of its overlay network.
   local check="$stack-settings-check"
-  { COMPOSE_PROJECT_NAME=$check compose run --rm --no-deps -T app python3 -m serving.settings >/dev/null \
+  { COMPOSE_PROJECT_NAME=$check compose run --rm --no-deps -T app python3 -m serving.check >/dev/null \
       && COMPOSE_PROJECT_NAME=$check compose run --rm --no-deps -T nginx nginx -t -q -e stderr; } \
     || { COMPOSE_PROJECT_NAME=$check compose down >/dev/null 2>&1; exit 2; }
   COMPOSE_PROJECT_NAME=$check compose down >/dev/null 2>&1

@@ -592,35 +592,3 @@ def gunicorn_options(settings: Settings) -> dict[str, object]:
     options["bind"] = [settings.bind]
     options["accesslog"] = "-" if settings.accesslog else None
     return options
-
-
-def main() -> int:
-    """`python -m serving.settings`: check the server's settings, then the
-    app (by loading it through its WSGI entry point, as a worker does: its
-    own settings are read as it is made), and print the settings gunicorn
-    would start with, as JSON; exit 2 with one line otherwise. `make up`,
-    `make deploy` and `make swarm-up` run it first, so that a bad value or
-    an app that cannot load fails fast, before anything running changes."""
-    import json
-    import sys
-
-    from gunicorn.errors import AppImportError
-
-    try:
-        settings = current()
-        import serving.wsgi  # noqa: F401 - the app is loaded and made, and the preflight run, as in a worker
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    except AppImportError as exc:  # serving/wsgi.py: the app refused one of its settings
-        print(exc, file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - whatever stops the app loading stops the start
-        print(f"the app failed to load: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(settings.as_dict()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -400,7 +400,7 @@ def test_timeout_budget_is_read_from_nginx_and_compose_not_mirrored(stacks):
     # The defaults (every variable unset, as `make config` checks them) and
     # this stack keep inside the budget...
     unset = dict.fromkeys(STACK_VARIABLES, "")
-    defaults = json.loads(_in_container(stack, "app", ["python3", "-m", "serving.settings"], env=unset))
+    defaults = json.loads(_in_container(stack, "app", ["python3", "-m", "serving.check"], env=unset))
     for config in (defaults, stack.effective_config()):
         assert proxy_read_timeout > config["timeout"], "nginx must outlast gunicorn's worker timeout"
         assert stop_grace > config["graceful_timeout"], "Docker must wait for gunicorn's graceful shutdown"
@@ -410,7 +410,7 @@ def test_timeout_budget_is_read_from_nginx_and_compose_not_mirrored(stacks):
     # ...and a value past either end is refused, naming it.
     for name, outer in (("GUNICORN_TIMEOUT", proxy_read_timeout), ("GUNICORN_GRACEFUL_TIMEOUT", stop_grace)):
         with pytest.raises(subprocess.CalledProcessError) as refused:
-            _in_container(stack, "app", ["python3", "-m", "serving.settings"], env={name: str(int(outer))})
+            _in_container(stack, "app", ["python3", "-m", "serving.check"], env={name: str(int(outer))})
         assert f"{name}={int(outer)} is out of range" in refused.value.stderr
 
 
@@ -479,7 +479,7 @@ def test_default_worker_count_follows_the_container_cpu_limit_and_env_overrides_
         assert config["workers"] == 3  # 2 x 1 CPU + 1, whatever the host has
         gunicorn = [p for p in limited.processes("app") if "gunicorn" in p["args"]]
         assert len(gunicorn) == 1 + 3
-        explicit = _in_container(limited, "app", ["python3", "-m", "serving.settings"], env={"WEB_CONCURRENCY": "7"})
+        explicit = _in_container(limited, "app", ["python3", "-m", "serving.check"], env={"WEB_CONCURRENCY": "7"})
         assert json.loads(explicit)["workers"] == 7
     finally:
         limited.down()

@@ -4,7 +4,6 @@ gunicorn behind nginx on 127.0.0.1, never Werkzeug's development server."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 
@@ -19,25 +18,24 @@ RELOAD_TIMEOUT_S = 20
 
 @pytest.fixture(scope="module")
 def dev_stack(built_images, tmp_path_factory):
-    # The dev overlay mounts ./app; a second overlay mounts a scratch copy in
-    # its place, so that the test edits a copy, never the repository.
-    source = tmp_path_factory.mktemp("dev") / "app"
-    shutil.copytree(REPO / "app", source, ignore=shutil.ignore_patterns("__pycache__"))
+    # The dev overlay mounts the checkout at /srv; a second overlay mounts a
+    # scratch copy of what the app runs from in its place, so that the test
+    # edits a copy, never the repository.
+    source = tmp_path_factory.mktemp("dev") / "checkout"
+    for package in ("demo", "serving"):
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     source.chmod(0o755)
     overlay = source.parent / "scratch-source.yml"
     overlay.write_text(
-        json.dumps(
-            {
-                "services": {
-                    "app": {"volumes": [f"{source}:/srv/app:ro"]},
-                    "nginx": {"volumes": [f"{source / 'static'}:/usr/share/nginx/static:ro"]},
-                }
-            }
-        )
+        "services:\n"
+        "  app:\n"
+        f"    volumes: !override\n      - {source}:/srv:ro\n"
+        "  nginx:\n"
+        f"    volumes: !override\n      - {source / 'demo' / 'static'}:/usr/share/nginx/static:ro\n"
     )
     stack = Stack("dev", overlays=(REPO / "compose.dev.yml", overlay))
     try:
-        yield stack.up(), source
+        yield stack.up(), source / "demo"
     finally:
         stack.down()
 

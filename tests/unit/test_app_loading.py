@@ -2,7 +2,7 @@
 its secrets the way it already reads them, and refuses what no production
 app should run with (serving/preflight.py): on small apps written here, in
 packages of their own, as a fork's would be, each loaded in a fresh Python
-process as a worker loads it (`python -m serving.settings`, which make check
+process as a worker loads it (`python -m serving.check`, which make check
 runs)."""
 
 from __future__ import annotations
@@ -53,13 +53,12 @@ def write_package(root: Path, name: str, init: str) -> Path:
 
 
 def check(helpers, env_factory, cwd: Path, **env: str):
-    """`python -m serving.settings` (make check's) with the app in `cwd`."""
+    """`python -m serving.check` (make check's) with the app in `cwd`."""
     environment = env_factory(PYTHONPATH=f"{cwd}{os.pathsep}{helpers.repo_root}", **env)
     return helpers.run_python(
         [
             "-c",
-            f"import os; os.chdir({str(cwd)!r}); import runpy; "
-            "runpy.run_module('serving.settings', run_name='__main__')",
+            f"import os; os.chdir({str(cwd)!r}); import runpy; runpy.run_module('serving.check', run_name='__main__')",
         ],
         environment,
     )

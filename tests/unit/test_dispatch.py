@@ -82,7 +82,7 @@ def test_the_reserved_prefixes_are_the_servers_health_and_nginxs_static_files(ap
 )
 def test_a_mount_that_cannot_be_loaded_stops_the_start_with_one_line(helpers, env_factory, raw, fragment):
     # As `make check` runs it, before anything running changes.
-    result = helpers.run_python(["-m", "serving.settings"], env_factory(APP_MOUNTS=raw))
+    result = helpers.run_python(["-m", "serving.check"], env_factory(APP_MOUNTS=raw))
     assert result.returncode == 2, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -90,7 +90,7 @@ def test_a_mount_that_cannot_be_loaded_stops_the_start_with_one_line(helpers, en
 
 
 def test_the_check_prints_the_mount_table(helpers, env_factory):
-    result = helpers.run_python(["-m", "serving.settings"], env_factory(APP_MOUNTS=DEMO_MOUNTS))
+    result = helpers.run_python(["-m", "serving.check"], env_factory(APP_MOUNTS=DEMO_MOUNTS))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["app_mounts"] == {
         "/admin": "demo.admin:application",

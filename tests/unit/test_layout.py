@@ -138,3 +138,47 @@ def test_the_readme_names_every_file_the_start_loads(helpers, env_factory):
     }
     loaded -= {"demo/__init__.py", "serving/__init__.py"}  # the packages' docstrings
     assert loaded == readme_files("app-setup")
+
+
+def serving_import_graph() -> dict[str, set[str]]:
+    """serving's module -> the serving modules it imports, at any depth of its
+    code (a function's own imports count: they run)."""
+    graph: dict[str, set[str]] = {}
+    for path in package_files("serving"):
+        name = "serving." + path.relative_to(REPO / "serving").with_suffix("").as_posix().replace("/", ".")
+        modules = {module for _, module in imports(path) if within(module, "serving")}
+        # `from serving import x` names the module serving.x.
+        graph[name] = {m for m in modules if (REPO / (m.replace(".", "/") + ".py")).exists()} - {name}
+    return graph
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import circle of `graph`, or []."""
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = "done"
+        path.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+def test_the_server_has_no_import_circle():
+    assert cycle(serving_import_graph()) == []
+
+
+def test_the_circle_finder_finds_one():
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle({"a": {"b"}, "b": set()}) == []
