@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from http import HTTPStatus
 
 from serving.request_id import ENVIRON_KEY
@@ -39,6 +40,38 @@ def respond(start_response, environ, status: int, message: str, headers=(), exc_
         exc_info,
     )
     return [payload]
+
+
+class CrashGuard:
+    """An exception the app lets out before its response starts is a JSON
+    500 naming the request id, the traceback in the log; once its body has
+    started, the connection is closed instead (the status line is gone)."""
+
+    def __init__(self, app, where: str = "the app") -> None:
+        self.app = app
+        self.where = where
+
+    def __call__(self, environ, start_response):
+        started = False
+
+        def start(*args):
+            nonlocal started
+            started = True
+            return start_response(*args)
+
+        try:
+            return self.app(environ, start)
+        except Exception:
+            log.exception("unhandled exception in %s", self.where)
+            # PEP 3333: exc_info only when replacing a response already
+            # started; the server raises it again if its headers are sent.
+            return respond(
+                start_response,
+                environ,
+                500,
+                INTERNAL_ERROR_MESSAGE,
+                exc_info=sys.exc_info() if started else None,
+            )
 
 
 def flask_http_error(exc):

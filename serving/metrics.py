@@ -118,7 +118,7 @@ def instrument() -> None:
 class _CountedApp:
     """A mounted app that is not Flask, counted and timed as Flask's signals
     count the others: once, with the last status it started (a JSON 500
-    from serving/dispatch.py's JsonErrors included), when it returns."""
+    from serving/errors.py's CrashGuard included), when it returns."""
 
     def __init__(self, app, label: str) -> None:
         self.app = app

@@ -23,50 +23,15 @@ From the outside in:
 from __future__ import annotations
 
 import io
-import logging
-import sys
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from serving import errors, health, metrics_master, request_id
 from serving.settings import Settings
 
-log = logging.getLogger(__name__)
-
 #: 1 MiB: nginx's client_max_body_size (nginx/nginx.conf) refuses larger
 #: bodies first; this holds behind anything else.
 MAX_BODY_BYTES = 1024 * 1024
-
-
-class CrashGuard:
-    """An exception the app lets out before its response starts is a JSON
-    500 naming the request id, the traceback in the log; once its body has
-    started, the connection is closed instead (the status line is gone)."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    def __call__(self, environ, start_response):
-        started = False
-
-        def start(*args):
-            nonlocal started
-            started = True
-            return start_response(*args)
-
-        try:
-            return self.app(environ, start)
-        except Exception:
-            log.exception("unhandled exception before the app answered")
-            # PEP 3333: exc_info only when replacing a response already
-            # started; the server raises it again if its headers are sent.
-            return errors.respond(
-                start_response,
-                environ,
-                500,
-                errors.INTERNAL_ERROR_MESSAGE,
-                exc_info=sys.exc_info() if started else None,
-            )
 
 
 class BodyLimit:
@@ -122,5 +87,5 @@ def wrap(app, settings: Settings, mounted: dict[str, object] | None = None):
         mounted = {prefix: metrics.labelled(mounted_app, prefix) for prefix, mounted_app in (mounted or {}).items()}
     if mounted:
         app = dispatch.dispatch(app, mounted)
-    served = health.ServerEndpoints(CrashGuard(BodyLimit(app)), root)
+    served = health.ServerEndpoints(errors.CrashGuard(BodyLimit(app)), root)
     return ProxyFix(request_id.RequestIdMiddleware(served), x_for=1, x_proto=1, x_host=1)

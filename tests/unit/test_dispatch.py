@@ -180,8 +180,8 @@ def test_the_json_500_of_a_plain_app_is_logged_with_its_traceback(caplog):
     def broken(environ, start_response):
         raise ValueError("deep-detail")
 
-    client = Client(dispatch.JsonErrors(broken, "/broken"))
-    with caplog.at_level("ERROR", logger="serving.dispatch"):
+    client = Client(dispatch.guarded({"/broken": broken})["/broken"])
+    with caplog.at_level("ERROR", logger="serving.errors"):
         response = client.get("/")
     assert response.status_code == 500 and "deep-detail" not in response.text
     assert "deep-detail" in caplog.text and "/broken" in caplog.text
