@@ -7,8 +7,8 @@ master would hand every worker copies of the same sockets.
 The pool is the worker's share of the connection budget
 (docs/database.md): `DATABASE_POOL_SIZE` connections, which the server sizes
 from what one worker runs at once (1 for sync, the threads for gthread, a
-bounded default for gevent: serving/settings.py) and puts in the
-environment, and never more (max_overflow 0). A request that finds them all
+bounded default for gevent: serving/settings.py) and tells the app in its
+environment (serving/app.py's told()), and never more (max_overflow 0). A request that finds them all
 busy waits at most DATABASE_POOL_TIMEOUT, then gets a JSON 503 with
 Retry-After, as does one that cannot reach the database within
 DATABASE_CONNECT_TIMEOUT: never a 500, and never a worker held until

@@ -19,6 +19,10 @@ each request:
   from DATABASE_PASSWORD_FILE's secret to this container's private /tmp, so
   the app's DATABASE_URL, without a password, reaches the database with it
   (psycopg reads it), and the app's code never knows where it came from.
+- what the app may read from the server (`told()`, the README's "What the
+  server tells your app"): the worker class running it and the database
+  connections each of its workers may hold, in its environment, under the
+  names it would set them by, before its module is imported.
 - Werkzeug's development server refused outside APP_ENV=development
   (serving/devguard.py), installed before the app's module runs.
 - A Flask app's errors: JSON for the ones it does not answer itself
@@ -92,10 +96,17 @@ def bridge_database_password(settings: Settings) -> None:
     os.environ[PGPASSFILE] = str(target)
 
 
+def told(settings: Settings) -> dict[str, str]:
+    """The documented interface from the server to the app: what the app may
+    read, as the server resolved it (a default included), and nothing else."""
+    return {"WORKER_CLASS": settings.worker_class, "DATABASE_POOL_SIZE": str(settings.database_pool_size)}
+
+
 def load(settings: Settings):
     """The WSGI app APP_MODULE names, imported (and made, for a factory) with
     the secret key in place and the development server refused. AppLoadError
     with one line when it cannot be."""
+    os.environ.update(told(settings))
     bridge_secret_key(settings)
     bridge_database_password(settings)
     devguard.install()

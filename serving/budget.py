@@ -22,7 +22,6 @@ with no database configured there is nothing to check.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 
@@ -77,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    os.environ["DATABASE_POOL_SIZE"] = str(settings.database_pool_size)  # as gunicorn_conf hands it to the app
     # The app's entry point as it is, before the server's layers; its
     # engine has made no connection yet.
     from serving.wsgi import app

@@ -61,10 +61,6 @@ errorlog = "-"
 logconfig_dict = logs.logconfig_dict(_settings.log_format, _settings.loglevel, _settings.accesslog)
 logger_class = logs.Logger
 
-# The app's database pool, sized here (serving/settings.py), is read by the
-# app in each worker from the environment it inherits (demo/db.py).
-os.environ["DATABASE_POOL_SIZE"] = str(_settings.database_pool_size)
-
 # Metrics (METRICS_PORT, 0: off): PROMETHEUS_MULTIPROC_DIR, /tmp/metrics unless
 # set, is in the environment the workers and the metrics server inherit.
 _metrics_dir = metrics_master.directory(_settings.metrics_port)

@@ -212,3 +212,29 @@ def test_a_long_secret_from_outside_the_source_passes(tmp_path):
     assert preflight.secret_key_refusal(SECRET, [source]) is None
     assert "written in the app's source (config.py)" in preflight.secret_key_refusal("you-will-never-guess", [source])
     assert preflight.secret_key_refusal(None, [source]) is None
+
+
+def test_the_server_tells_the_app_its_worker_class_and_pool_before_importing_it(monkeypatch, tmp_path):
+    # The app reads them as it is imported, as a factory sizing its pool would.
+    write_package(
+        tmp_path,
+        "told_app",
+        """
+        import os
+
+        from flask import Flask
+
+        SEEN = {name: os.environ.get(name) for name in ("WORKER_CLASS", "DATABASE_POOL_SIZE")}
+        app = Flask(__name__)
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("WORKER_CLASS", "DATABASE_POOL_SIZE", "SECRET_KEY", "PGPASSFILE"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load({"APP_MODULE": "told_app:app", "WORKER_CLASS": "gthread", "GUNICORN_THREADS": "6"}, cpus=1)
+    loading.load(settings)
+    import told_app
+
+    # The pool as the server resolved it: gthread's default, one per thread.
+    assert told_app.SEEN == {"WORKER_CLASS": "gthread", "DATABASE_POOL_SIZE": "6"}
+    assert loading.told(settings) == told_app.SEEN
