@@ -9,6 +9,12 @@ that names the variable and what it accepts, so that the container stops at
 once instead of serving with a configuration nobody asked for. A process
 reads them once (`current()`).
 
+Plain dataclasses and parsers, not pydantic-settings: importing it costs
+about as much CPU as the gunicorn master's whole configuration does today
+(measured side by side with farm-bench), and it would be paid by every
+process that reads a setting, the container's health check every few
+seconds among them.
+
 Two values come from outside, because they are other programs' settings:
 nginx's `proxy_read_timeout` and the app's Compose `stop_grace_period`. The
 compose file writes each once (a YAML anchor) and hands it both to the program
