@@ -19,8 +19,8 @@ each request:
   from DATABASE_PASSWORD_FILE's secret to this container's private /tmp, so
   the app's DATABASE_URL, without a password, reaches the database with it
   (psycopg reads it), and the app's code never knows where it came from.
-- what the app may read from the server (`told()`, the README's "What the
-  server tells your app"): the worker class running it and the database
+- what the app may read from the server (`told()`, documented in the README's
+  fork guide): the worker class running it and the database
   connections each of its workers may hold, in its environment, under the
   names it would set them by, before its module is imported.
 - Werkzeug's development server refused outside APP_ENV=development
