@@ -77,7 +77,8 @@ control_socket = "/tmp/gunicorn.ctl"
 # ahead of every import of Flask and the app (preloading would import them
 # unpatched in the master).
 preload_app = False
-proc_name = "flask-concurrency"
+# `gunicorn: master [yourapp]` in ps and top: the app's module, as APP_MODULE names it.
+proc_name = _settings.app_module.partition(":")[0]
 # nginx refuses oversized requests first, in JSON: its buffers (8 kB a line,
 # 32 kB of headers: large_client_header_buffers in nginx/nginx.conf) are the bound. Left at
 # their defaults (4094-byte line, 100 headers), gunicorn would answer some

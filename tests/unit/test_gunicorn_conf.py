@@ -95,7 +95,7 @@ def test_gevent_config(load_config):
     assert cfg["loglevel"] == "info"
     assert cfg["accesslog"] is None
     assert cfg["errorlog"] == "-"
-    assert cfg["proc_name"] == "flask-concurrency"
+    assert cfg["proc_name"] == "demo.wsgi"  # APP_MODULE's module
     assert cfg["wsgi_app"] == "serving.wsgi:application"
     assert out["hooks"] == {"on_starting": True, "worker_abort": True}
     effective = out["effective"]
