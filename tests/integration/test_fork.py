@@ -387,6 +387,27 @@ def test_a_development_server_started_by_the_apps_module_stops_make_up(notes):
     assert notes.containers("app") == running and notes.get("/auth/login").status_code == 200
 
 
+def test_under_gevent_a_driver_that_blocks_the_loop_stops_make_up(notes):
+    # The team switches to psycopg2, as many apps of this layout use: the lock
+    # is made again as the guide makes it (the app's lock's own command).
+    app_in, app_txt = notes.root / "requirements" / "app.in", notes.root / "requirements" / "app.txt"
+    originals = app_in.read_text(), app_txt.read_text()
+    app_in.write_text(originals[0] + "psycopg2-binary==2.9.13\n")
+    command = app_txt.read_text().splitlines()[1].lstrip("# ").split()
+    try:
+        locked = notes.run(".venv/bin/uv", *command[1:], "-q", timeout=300)
+        assert locked.returncode == 0, locked.output
+        running = notes.containers("app")
+        refused = notes.make("up", WORKER_CLASS="gevent", DATABASE_URL="postgresql+psycopg2://app@db:5432/app")
+    finally:
+        app_in.write_text(originals[0])
+        app_txt.write_text(originals[1])
+    assert refused.returncode != 0
+    (found,) = [text for text in refused.output.splitlines() if text.startswith("preflight: ")]
+    assert "psycopg2 blocks gevent's loop" in found and "psycogreen" in found, found
+    assert notes.containers("app") == running and notes.get("/auth/login").status_code == 200
+
+
 # --- the browser's view of its pages -------------------------------------------------------
 
 
