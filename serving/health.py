@@ -2,12 +2,18 @@
 orchestrator poll: the server's, answered before the app is asked, for
 whatever app it serves.
 
-- `GET /healthz` (liveness): 200 as long as a worker can answer; checks
-  nothing else, so that a database outage never restarts the app.
+- `GET /healthz` (liveness): 200 as long as a worker can run a request
+  through the app. The same GET is handed to the app, its whole pipeline
+  (before-request hooks, error handlers) run, and only a server error (5xx,
+  or an exception) makes it a 503: a 404, a redirect to a login page, any
+  answer the app gives short of a 5xx is an app that runs. So a release
+  that fails every request is unhealthy, and `make deploy` refuses it,
+  while a database outage (the app's own routes are not asked) never
+  restarts the app. The probe is not counted in the metrics.
 - `GET /readyz` (readiness): 503 while this worker drains (gunicorn told it
-  to stop), so whatever polls it stops sending work at once; otherwise each
-  check the app lists runs, and any that fails or raises makes it a 503
-  naming it.
+  to stop), so whatever polls it stops sending work at once; otherwise the
+  liveness probe and each check the app lists run, and any that fails or
+  raises makes it a 503 naming it (`app` for the probe).
 
 The app adds its checks through one documented hook, its own Flask config,
 with nothing of the server imported: `app.config["READINESS_CHECKS"]`, a
@@ -17,7 +23,7 @@ app's application context (so `db.session` works):
     app.config.setdefault("READINESS_CHECKS", {})["database"] = ping_my_database
 
 These paths are the server's in every app: a route of the app's own at
-either is never reached.
+/healthz is run by the probe (its 5xx counts), at /readyz never.
 """
 
 from __future__ import annotations
@@ -34,6 +40,30 @@ READINESS_PATH = "/readyz"
 PATHS = (LIVENESS_PATH, READINESS_PATH)
 #: The app's hook: its Flask config key.
 READINESS_CHECKS = "READINESS_CHECKS"
+#: Marks the probe's environ, so that the metrics leave it out.
+PROBE = "serving.health_probe"
+
+
+def probe(app, environ) -> int:
+    """The status `app` answers this GET with, run through its whole
+    request pipeline, its body read and dropped; 500 for an exception."""
+    statuses: list[str] = []
+
+    def start_response(status, headers, exc_info=None):
+        statuses.append(status)
+        return lambda data: None
+
+    try:
+        body = app({**environ, "REQUEST_METHOD": "GET", PROBE: True}, start_response)
+        try:
+            for _ in body:
+                pass
+        finally:
+            getattr(body, "close", lambda: None)()
+    except Exception:  # noqa: BLE001 - an app that raises is the answer: not healthy
+        log.exception("the health probe raised")
+        return 500
+    return int(statuses[-1].split(" ", 1)[0]) if statuses else 500
 
 
 def readiness_checks(app) -> dict:
@@ -81,10 +111,12 @@ class ServerEndpoints:
                 headers=[("Allow", "GET, HEAD")],
             )
         if path == LIVENESS_PATH:
+            if probe(self.app, environ) >= 500:
+                return self._json(start_response, environ, 503, {"status": "failing"})
             return self._json(start_response, environ, 200, {"status": "ok"})
         if lifecycle.is_draining():
             return self._json(start_response, environ, 503, {"status": "draining"})
-        failed = run_checks(self.root)
+        failed = (["app"] if probe(self.app, environ) >= 500 else []) + run_checks(self.root)
         if failed:
             return self._json(start_response, environ, 503, {"status": "not ready", "failed": failed})
         return self._json(

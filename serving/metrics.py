@@ -26,6 +26,8 @@ import time
 from flask import Flask, Response, g, request, request_finished, request_started, request_tearing_down
 from prometheus_client import Counter, Gauge, Histogram
 
+from serving.health import PROBE
+
 #: 1 ms to 30 s (GUNICORN_TIMEOUT's default), finer where requests mostly are.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -85,6 +87,8 @@ def _method(method: str) -> str:
 
 
 def _started(sender, **extra) -> None:
+    if request.environ.get(PROBE):  # the health probe (serving/health.py): not a request anyone made
+        return
     IN_FLIGHT.inc()
     g.metrics_in_flight = True
     g.metrics_started = time.perf_counter()

@@ -201,8 +201,8 @@ class TuneLab(Lab):
         self.wait_ready()
         if self.settings.database and not self._migrated:
             # The schema the profile's database requests need, applied once,
-            # as `make up` does (demo/migrate.py), from the first candidate.
-            self.exec(compose.service_names(new[0])["app"], ["python3", "-m", "demo.migrate"], timeout=120)
+            # as `make up` does (serving/migrate.py, the app's `flask db upgrade`), from the first candidate.
+            self.exec(compose.service_names(new[0])["app"], ["python3", "-m", "serving.migrate"], timeout=120)
             self._migrated = True
         self.log(f"answering in {time.monotonic() - started:.0f} s")
 

@@ -157,6 +157,9 @@ def test_metrics_add_up_across_workers_and_survive_a_killed_one(gunicorn, tmp_pa
         assert len(seen) == 2, "every request went to one worker"
         for n in range(3):
             assert run.get(f"/no/such/page-{n}")[0] == 404
+        # The liveness probe runs a GET through the app (a 404 here), never counted.
+        for _ in range(3):
+            assert run.get("/healthz")[0] == 200
 
         counted = scrape_until(run.metrics_port, lambda s: s.value("flask_http_requests_total", endpoint=ITEMS) == sent)
         assert counted.value("flask_http_requests_total", endpoint=ITEMS, method="GET", status="200") == sent

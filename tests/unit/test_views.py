@@ -92,3 +92,29 @@ def test_the_health_paths_are_the_servers_not_the_apps(app, client):
 
     assert not set(PATHS) & {rule.rule for rule in app.url_map.iter_rules()}
     assert [client.get(path).status_code for path in PATHS] == [200, 200]
+
+
+def test_liveness_runs_a_request_through_the_app_and_only_a_server_error_fails_it():
+    from flask import Flask, redirect
+
+    from tests.unit.conftest import served_by_the_server
+
+    guarded = Flask("guarded")
+
+    @guarded.before_request
+    def log_in_first():
+        # A common guard: every page asks for a login first. The app runs.
+        return redirect("/login")
+
+    broken = Flask("broken")
+
+    @broken.before_request
+    def fail():
+        raise RuntimeError("broken on purpose")
+
+    assert served_by_the_server(guarded).get("/healthz").status_code == 200
+    client = served_by_the_server(broken)
+    failing = client.get("/healthz")
+    assert failing.status_code == 503 and failing.get_json() == {"status": "failing"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["failed"] == ["app"]
