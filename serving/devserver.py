@@ -2,8 +2,9 @@
 
     APP_ENV=development python -m serving.devserver [--threaded|--no-threaded] [--processes N]
 
-It serves the app APP_MODULE names as it is (serving/app.py loads it), and
-refuses unless APP_ENV=development (serving/devguard.py). The production
+It serves the app APP_MODULE names inside the server's layers, the same
+WSGI stack gunicorn serves (serving/wsgi.py), so that the lab compares the
+servers alone; it refuses unless APP_ENV=development (serving/devguard.py). The production
 image never runs it; the benchmark lab runs it (inside the compose network
 only) to measure the configurations the Flask docs and the seed write-ups
 describe: threaded=False, threaded=True, threaded=False with processes=3.
@@ -25,13 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.processes > 1 and args.threaded:
         # Werkzeug serves either a thread or a process per request, not both.
         parser.error("--processes > 1 needs --no-threaded")
-    from serving.app import load
-    from serving.devguard import DevServerRefused
-    from serving.settings import current
+    import werkzeug.serving
 
-    application = load(current())
+    from serving.devguard import DevServerRefused
+    from serving.wsgi import application  # the app inside the server's layers, as gunicorn serves it
+
     try:
-        application.run(host=args.host, port=args.port, threaded=args.threaded, processes=args.processes)
+        # Looked up here, where serving/devguard.py put its refusal outside development.
+        werkzeug.serving.run_simple(args.host, args.port, application, threaded=args.threaded, processes=args.processes)
     except DevServerRefused as exc:  # outside development
         print(f"error: {exc}", file=sys.stderr)
         return 2
