@@ -79,18 +79,6 @@ VARIABLES: tuple[Setting, ...] = (
         "the database, `postgresql+psycopg://USER@HOST:PORT/NAME`, without its password; "
         "none: no database, or the bundled one with `COMPOSE_PROFILES=db` (docs/database.md)",
     ),
-    Setting(
-        "DATABASE_POOL_TIMEOUT",
-        whole_number(1, 20),
-        5,
-        "longest a request waits for a free database connection before a JSON 503, s",
-    ),
-    Setting(
-        "DATABASE_CONNECT_TIMEOUT",
-        whole_number(1, 20),
-        3,
-        "longest a connection to the database may take to open, s",
-    ),
 )
 
 #: The bundled database (docker-compose.yml, profile `db`), as the app reaches it.

@@ -47,7 +47,7 @@ def main() -> int:
         print("no database configured: nothing to migrate")
         return 0
     try:
-        engine = create_engine(url, connect_args={"connect_timeout": values["DATABASE_CONNECT_TIMEOUT"]})
+        engine = create_engine(url)  # libpq's PGCONNECT_TIMEOUT bounds the connect (the server sets it)
         with engine.connect() as connection:
             before = MigrationContext.configure(connection).get_current_revision()
         engine.dispose()

@@ -20,13 +20,20 @@ each request:
   the app's DATABASE_URL, without a password, reaches the database with it
   (psycopg reads it), and the app's code never knows where it came from.
 - what the app may read from the server (`told()`, documented in the README's
-  fork guide): the worker class running it and the database
-  connections each of its workers may hold, in its environment, under the
-  names it would set them by, before its module is imported.
+  fork guide): the worker class running it, the database connections each
+  of its workers may hold and how long a request may wait for one, in its
+  environment, under the names it would set them by, before its module is
+  imported; and libpq's PGCONNECT_TIMEOUT, so every connection the app
+  opens gives up within DATABASE_CONNECT_TIMEOUT.
+- its database pools sized from those, through Flask-SQLAlchemy's own config
+  where the app uses it (serving/pools.py), and checked once it is loaded
+  (serving/wsgi.py).
 - Werkzeug's development server refused outside APP_ENV=development
   (serving/devguard.py), installed before the app's module runs.
 - A Flask app's errors: JSON for the ones it does not answer itself
   (`answer_errors_in_json`); a page of its own (an HTML 404) stays its own.
+  A busy or unreachable database is a JSON 503 with Retry-After, unless the
+  app handles those errors by their own classes.
 - The preflight (serving/preflight.py), once it is loaded.
 """
 
@@ -40,7 +47,7 @@ from pathlib import Path
 from gunicorn.errors import AppImportError
 from gunicorn.util import import_app
 
-from serving import devguard
+from serving import devguard, pools
 from serving.settings import Settings, SettingsError
 
 #: libpq's variable naming its password file.
@@ -99,7 +106,11 @@ def bridge_database_password(settings: Settings) -> None:
 def told(settings: Settings) -> dict[str, str]:
     """The documented interface from the server to the app: what the app may
     read, as the server resolved it (a default included), and nothing else."""
-    return {"WORKER_CLASS": settings.worker_class, "DATABASE_POOL_SIZE": str(settings.database_pool_size)}
+    return {
+        "WORKER_CLASS": settings.worker_class,
+        "DATABASE_POOL_SIZE": str(settings.database_pool_size),
+        "DATABASE_POOL_TIMEOUT": str(settings.database_pool_timeout),
+    }
 
 
 def load(settings: Settings):
@@ -107,6 +118,8 @@ def load(settings: Settings):
     the secret key in place and the development server refused. AppLoadError
     with one line when it cannot be."""
     os.environ.update(told(settings))
+    os.environ.setdefault(pools.PGCONNECT_TIMEOUT, str(settings.database_connect_timeout))
+    pools.install_sizing(settings)
     bridge_secret_key(settings)
     bridge_database_password(settings)
     devguard.install()
@@ -147,3 +160,36 @@ def answer_errors_in_json(app) -> None:
         app.register_error_handler(HTTPException, errors.flask_http_error)
     if not handlers[500] and Exception not in handlers[None]:
         app.register_error_handler(500, errors.flask_internal_error)
+    answer_database_errors(app)
+
+
+def database_errors() -> dict[type, object]:
+    """The database errors the server answers with a 503, by the libraries
+    the app imported: SQLAlchemy's, psycopg_pool's, psycopg's."""
+    from serving import errors
+
+    handlers: dict[type, object] = {}
+    if "sqlalchemy" in sys.modules:
+        from sqlalchemy.exc import DBAPIError
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+        handlers[PoolTimeout] = errors.flask_pool_exhausted
+        handlers[DBAPIError] = errors.flask_database_error
+    if "psycopg_pool" in sys.modules:
+        from psycopg_pool import PoolTimeout as PsycopgPoolTimeout
+
+        handlers[PsycopgPoolTimeout] = errors.flask_pool_exhausted
+    if "psycopg" in sys.modules:
+        from psycopg import OperationalError
+
+        handlers[OperationalError] = errors.flask_database_unreachable
+    return handlers
+
+
+def answer_database_errors(app) -> None:
+    """The 503s, for each class of database error the app has no handler of
+    its own for, on that class or any base of it short of Exception."""
+    own = set(app.error_handler_spec[None][None])
+    for error, handler in database_errors().items():
+        if not any(base in own for base in error.__mro__ if base not in (Exception, BaseException, object)):
+            app.register_error_handler(error, handler)

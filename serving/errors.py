@@ -6,7 +6,9 @@ report leads to the log lines:
 
 Used for what the server answers itself (serving/middleware.py: health, the
 body limit, a crash before the app answers) and, for a Flask app, for the
-errors it has no handler of its own for (serving/app.py).
+errors it has no handler of its own for (serving/app.py), its database's
+included: a pool with no free connection, or a database that cannot be
+reached, is a 503 with Retry-After, never a 500 or the app's error page.
 """
 
 from __future__ import annotations
@@ -95,3 +97,38 @@ def flask_internal_error(exc):
     from flask import Response, request
 
     return Response(body(500, INTERNAL_ERROR_MESSAGE, request.environ), 500, mimetype="application/json")
+
+
+#: What a 503 for a busy or unreachable database tells the client to wait
+#: before trying again, s.
+RETRY_AFTER = 1
+DATABASE_BUSY = "every database connection of this worker is busy; try again"
+DATABASE_UNREACHABLE = "the database cannot be reached; try again"
+
+
+def flask_unavailable(message: str):
+    from flask import Response, request
+
+    response = Response(body(503, message, request.environ), 503, mimetype="application/json")
+    response.headers["Retry-After"] = str(RETRY_AFTER)
+    return response
+
+
+def flask_pool_exhausted(exc):
+    """No free connection within the pool's timeout."""
+    return flask_unavailable(DATABASE_BUSY)
+
+
+def flask_database_error(exc):
+    """SQLAlchemy's DBAPIError: an outage (the connection failed, or was lost)
+    is a 503; anything else is a bug, raised on to the app's 500."""
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(exc, OperationalError) or exc.connection_invalidated:
+        return flask_unavailable(DATABASE_UNREACHABLE)
+    raise exc
+
+
+def flask_database_unreachable(exc):
+    """A driver's own OperationalError (psycopg used without SQLAlchemy)."""
+    return flask_unavailable(DATABASE_UNREACHABLE)

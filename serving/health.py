@@ -15,7 +15,13 @@ whatever app it serves.
   liveness probe and each check the app lists run, and any that fails or
   raises makes it a 503 naming it (`app` for the probe).
 
-The app adds its checks through one documented hook, its own Flask config,
+Each database the app's pools connect to (serving/pools.py) is pinged by the
+server itself, on a connection of its own with a short connect timeout, so a
+busy pool is not taken for a database that is down and the app opens no
+second engine for it: `database` in the answer (`database <pool>` for each,
+when there are several).
+
+The app adds its own checks through one documented hook, its own Flask config,
 with nothing of the server imported: `app.config["READINESS_CHECKS"]`, a
 dict of name -> callable returning truthy when ready, each run inside the
 app's application context (so `db.session` works):
@@ -30,8 +36,9 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 
-from serving import errors, lifecycle
+from serving import errors, lifecycle, pools
 
 log = logging.getLogger(__name__)
 
@@ -72,21 +79,31 @@ def readiness_checks(app) -> dict:
     return dict(config.get(READINESS_CHECKS) or {}) if isinstance(config, dict) else {}
 
 
-def run_checks(app) -> list[str]:
-    """The names of the failed checks, each run in the app's context."""
-    failed = []
+def database_checks(databases) -> dict:
+    """name -> ping, one for each database the pools connect to."""
+    distinct = {pool.url: pool for pool in databases if pool.counted}
+    if len(distinct) == 1:
+        return {"database": partial(pools.ping, *distinct.values())}
+    return {f"database {pool.name}": partial(pools.ping, pool) for pool in distinct.values()}
+
+
+def _passes(name: str, check) -> bool:
+    try:
+        return bool(check())
+    except Exception:  # noqa: BLE001 - a failing check is a result, not an error
+        log.exception("readiness check %s raised", name)
+        return False
+
+
+def run_checks(app, server_checks: dict | None = None) -> list[str]:
+    """The names of the failed checks: the server's, then the app's, each
+    of these run in the app's context."""
+    failed = [name for name, check in (server_checks or {}).items() if not _passes(name, check)]
     checks = readiness_checks(app)
     if not checks:
         return failed
     with app.app_context():
-        for name, check in checks.items():
-            try:
-                ok = bool(check())
-            except Exception:  # noqa: BLE001 - a failing check is a result, not an error
-                log.exception("readiness check %s raised", name)
-                ok = False
-            if not ok:
-                failed.append(name)
+        failed += [name for name, check in checks.items() if not _passes(name, check)]
     return failed
 
 
@@ -94,9 +111,10 @@ class ServerEndpoints:
     """/healthz and /readyz, before `app` (the served stack); `root` is the
     app the readiness checks come from."""
 
-    def __init__(self, app, root) -> None:
+    def __init__(self, app, root, databases=()) -> None:
         self.app = app
         self.root = root
+        self.server_checks = database_checks(databases)
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO")
@@ -116,12 +134,11 @@ class ServerEndpoints:
             return self._json(start_response, environ, 200, {"status": "ok"})
         if lifecycle.is_draining():
             return self._json(start_response, environ, 503, {"status": "draining"})
-        failed = (["app"] if probe(self.app, environ) >= 500 else []) + run_checks(self.root)
+        failed = (["app"] if probe(self.app, environ) >= 500 else []) + run_checks(self.root, self.server_checks)
         if failed:
             return self._json(start_response, environ, 503, {"status": "not ready", "failed": failed})
-        return self._json(
-            start_response, environ, 200, {"status": "ready", "checks": sorted(readiness_checks(self.root))}
-        )
+        checks = sorted([*self.server_checks, *readiness_checks(self.root)])
+        return self._json(start_response, environ, 200, {"status": "ready", "checks": checks})
 
     @staticmethod
     def _json(start_response, environ, status: int, document: dict):

@@ -207,6 +207,30 @@ INTERNALS: tuple[Internal, ...] = (
         METRICS,
         "a file's kind is its name up to the first _: counter_archive.db is a counter",
     ),
+    # --- the app's database pools, read and sized from outside (serving/pools.py)
+    mentions(
+        "sqlalchemy.pool.QueuePool.__init__",
+        "self._max_overflow =",
+        "serving/pools.py",
+        "pools",
+        "a pool's overflow, which its capacity counts (QueuePool has no public reader of it)",
+    ),
+    mentions("sqlalchemy.pool.Pool.__init__", "self._pre_ping =", "serving/pools.py", "pools", "reported"),
+    mentions(
+        "flask.config.Config.from_object",
+        "self[key] = getattr(obj, key)",
+        "serving/pools.py",
+        "pools",
+        "an app's config class reaches the config through __setitem__, where its pool options are laid over the "
+        "server's",
+    ),
+    mentions(
+        "flask.config.Config.from_mapping",
+        "self[key] = value",
+        "serving/pools.py",
+        "pools",
+        "as from_object",
+    ),
     # --- Werkzeug's development server, refused from outside the app
     mentions(
         "flask.Flask.run",

@@ -71,9 +71,10 @@ class BodyLimit:
         )
 
 
-def wrap(app, settings: Settings, mounted: dict[str, object] | None = None):
+def wrap(app, settings: Settings, mounted: dict[str, object] | None = None, databases=()):
     """The app as the server serves it (the layers above), with the apps
-    `mounted` under their prefixes (serving/wsgi.py imports them)."""
+    `mounted` under their prefixes (serving/wsgi.py imports them); readiness
+    pings the databases of the pools `databases` (serving/pools.py)."""
     request_id.install_log_record_factory()
     root = app
     if mounted:
@@ -87,5 +88,5 @@ def wrap(app, settings: Settings, mounted: dict[str, object] | None = None):
         mounted = {prefix: metrics.labelled(mounted_app, prefix) for prefix, mounted_app in (mounted or {}).items()}
     if mounted:
         app = dispatch.dispatch(app, mounted)
-    served = health.ServerEndpoints(errors.CrashGuard(BodyLimit(app)), root)
+    served = health.ServerEndpoints(errors.CrashGuard(BodyLimit(app)), root, databases)
     return ProxyFix(request_id.RequestIdMiddleware(served), x_for=1, x_proto=1, x_host=1)

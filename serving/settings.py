@@ -392,6 +392,24 @@ VARIABLES: tuple[Variable, ...] = (
         gunicorn=False,
     ),
     Variable(
+        "DATABASE_POOL_TIMEOUT",
+        "database_pool_timeout",
+        _integer(1, 20),
+        5,
+        "`5`",
+        "longest a request waits for a free database connection before a JSON 503, s; below `GUNICORN_TIMEOUT`",
+        gunicorn=False,
+    ),
+    Variable(
+        "DATABASE_CONNECT_TIMEOUT",
+        "database_connect_timeout",
+        _integer(1, 20),
+        3,
+        "`3`",
+        "longest a connection to the database may take to open, s (libpq's `PGCONNECT_TIMEOUT`)",
+        gunicorn=False,
+    ),
+    Variable(
         "DATABASE_RESERVED_CONNECTIONS",
         "database_reserved_connections",
         _integer(0, 10_000),
@@ -447,6 +465,8 @@ class Settings:
     static_publish_dir: str
     app_mounts: tuple[tuple[str, str], ...]
     database_pool_size: int
+    database_pool_timeout: int
+    database_connect_timeout: int
     database_reserved_connections: int
 
     @property

@@ -15,7 +15,7 @@ from importlib import import_module
 
 from gunicorn.errors import AppImportError
 
-from serving import preflight, settings
+from serving import pools, preflight, settings
 from serving.app import AppLoadError, answer_errors_in_json, flask_app, load
 from serving.middleware import wrap
 from serving.settings import SettingsError
@@ -58,7 +58,22 @@ def _load():
     return loaded
 
 
+def _pools(loaded) -> list[pools.Pool]:
+    found = pools.discover(loaded, settings.current())
+    refusals = pools.refusals(found, settings.current())
+    if refusals:
+        raise AppImportError(
+            f"configuration error: {refusals[0]}" + (f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else "")
+        )
+    return found
+
+
 #: The app as it was loaded, before the server's layers (its Flask object
 #: for a Flask app): for the one-off processes that read it (serving/static.py).
 app = _load()
-application = wrap(app, settings.current(), load_mounted(settings.current().app_mounts))
+_mounted = load_mounted(settings.current().app_mounts)
+#: The database pools it and the mounted apps opened, found once they are
+#: loaded and checked against each worker's share (serving/pools.py): the
+#: budget counts them (serving/budget.py), readiness pings their databases.
+database_pools = _pools(app)
+application = wrap(app, settings.current(), _mounted, database_pools)

@@ -122,7 +122,7 @@ class Limits:
             return candidate.pool == 0
         if candidate.pool < 1:
             return False
-        return replace(self.budget, workers=candidate.workers, pool_size=candidate.pool).fits()
+        return replace(self.budget, workers=candidate.workers, per_worker=candidate.pool).fits()
 
 
 def _default_pool(worker_class: str, threads: int) -> int:

@@ -39,7 +39,7 @@ def limits_for(lab: TuneLab, settings: TuneSettings) -> tuple[Limits, dict | Non
     budget = Budget(
         replicas=settings.replicas,
         workers=1,
-        pool_size=1,
+        per_worker=1,
         reserved=settings.reserved_connections,
         max_connections=max_connections,
         superuser_reserved=superuser,

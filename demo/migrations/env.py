@@ -15,7 +15,8 @@ url = db.database_url(values)
 if url is None:
     raise SystemExit("no database configured (DATABASE_URL, or COMPOSE_PROFILES=db): nothing to migrate")
 
-engine = create_engine(url, connect_args={"connect_timeout": values["DATABASE_CONNECT_TIMEOUT"]})
+# The connect timeout is libpq's PGCONNECT_TIMEOUT, which the server sets.
+engine = create_engine(url)
 with engine.connect() as connection:
     context.configure(
         connection=connection,

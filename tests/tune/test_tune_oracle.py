@@ -109,7 +109,7 @@ def test_a_database_bound_profile_gets_a_pool_for_every_client_within_the_budget
     budget = Budget(
         replicas=database["replicas"],
         workers=chosen.workers,
-        pool_size=chosen.pool,
+        per_worker=chosen.pool,
         reserved=database["reserve"],
         max_connections=database["max_connections"],
         superuser_reserved=database["superuser_reserved"],

@@ -46,6 +46,7 @@ _APP_VARIABLES = {
     # What the server hands the app (serving/app.py).
     "SECRET_KEY",
     "PGPASSFILE",
+    "PGCONNECT_TIMEOUT",
     METRICS_DIR_VARIABLE,
     METRICS_DIR_VARIABLE.lower(),
     *(variable.name for variable in (*VARIABLES, *BUDGET)),
@@ -58,6 +59,17 @@ START_TIMEOUT = 20.0
 
 
 # --- in-process app ---------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def flask_as_it_ships(monkeypatch):
+    """Loading an app the server's way sizes every Flask app made after it
+    (serving/pools.py sets two of Flask's class attributes): put back after
+    each test, so no test sees another's sizing."""
+    from flask import Flask
+
+    monkeypatch.setattr(Flask, "config_class", Flask.config_class)
+    monkeypatch.setattr(Flask, "default_config", Flask.default_config)
 
 
 @pytest.fixture

@@ -224,17 +224,25 @@ def test_the_server_tells_the_app_its_worker_class_and_pool_before_importing_it(
 
         from flask import Flask
 
-        SEEN = {name: os.environ.get(name) for name in ("WORKER_CLASS", "DATABASE_POOL_SIZE")}
+        SEEN = {
+            name: os.environ.get(name)
+            for name in ("WORKER_CLASS", "DATABASE_POOL_SIZE", "DATABASE_POOL_TIMEOUT", "PGCONNECT_TIMEOUT")
+        }
         app = Flask(__name__)
         """,
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    for name in ("WORKER_CLASS", "DATABASE_POOL_SIZE", "SECRET_KEY", "PGPASSFILE"):
+    for name in ("WORKER_CLASS", "DATABASE_POOL_SIZE", "DATABASE_POOL_TIMEOUT", "PGCONNECT_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
-    settings = load({"APP_MODULE": "told_app:app", "WORKER_CLASS": "gthread", "GUNICORN_THREADS": "6"}, cpus=1)
+    for name in ("SECRET_KEY", "PGPASSFILE"):
+        monkeypatch.delenv(name, raising=False)
+    env = {"APP_MODULE": "told_app:app", "WORKER_CLASS": "gthread", "GUNICORN_THREADS": "6"}
+    settings = load({**env, "DATABASE_POOL_TIMEOUT": "4", "DATABASE_CONNECT_TIMEOUT": "2"}, cpus=1)
     loading.load(settings)
     import told_app
 
-    # The pool as the server resolved it: gthread's default, one per thread.
-    assert told_app.SEEN == {"WORKER_CLASS": "gthread", "DATABASE_POOL_SIZE": "6"}
-    assert loading.told(settings) == told_app.SEEN
+    # The pool as the server resolved it: gthread's default, one per thread;
+    # the connect timeout as libpq reads it.
+    told = {"WORKER_CLASS": "gthread", "DATABASE_POOL_SIZE": "6", "DATABASE_POOL_TIMEOUT": "4"}
+    assert told_app.SEEN == {**told, "PGCONNECT_TIMEOUT": "2"}
+    assert loading.told(settings) == told

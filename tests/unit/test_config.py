@@ -16,8 +16,6 @@ def test_defaults():
         "DEMO_MAX_WORK_MS": 1000,
         "COMPOSE_PROFILES": "",
         "DATABASE_URL": "",
-        "DATABASE_POOL_TIMEOUT": 5,
-        "DATABASE_CONNECT_TIMEOUT": 3,
         "SECRET_KEY": None,
     }
 

@@ -32,8 +32,9 @@ def budget(replicas: int, worker_class: str, **limits: int) -> Budget:
     return Budget(
         replicas=replicas,
         workers=settings.workers,
-        pool_size=settings.database_pool_size,
+        per_worker=settings.database_pool_size,
         reserved=settings.database_reserved_connections,
+        share=settings.database_pool_size,
         **{**POSTGRES_DEFAULTS, **limits},
     )
 
@@ -41,7 +42,7 @@ def budget(replicas: int, worker_class: str, **limits: int) -> Budget:
 def test_the_budget_is_replicas_workers_pool_doubled_plus_the_reserve():
     b = budget(2, "gthread")
     assert OVERLAP == 2
-    assert (b.workers, b.pool_size, b.reserved) == (5, 4, 5)
+    assert (b.workers, b.per_worker, b.reserved) == (5, 4, 5)
     assert b.needed == 2 * 5 * 4 * 2 + 5
     assert b.allowed == 100 - 3 - 0
     assert b.allowed == budget(2, "gthread", role_reserved=0).allowed
@@ -70,7 +71,7 @@ def test_either_fix_the_docs_give_for_gevent_fits(change):
     b = Budget(
         replicas=2,
         workers=settings.workers,
-        pool_size=settings.database_pool_size,
+        per_worker=settings.database_pool_size,
         reserved=settings.database_reserved_connections,
         **POSTGRES_DEFAULTS,
     )

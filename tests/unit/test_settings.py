@@ -100,6 +100,8 @@ def test_every_variable_overrides():
         "STATIC_PUBLISH_DIR": "/srv/static",
         "DATABASE_POOL_SIZE": "3",
         "DATABASE_RESERVED_CONNECTIONS": "9",
+        "DATABASE_POOL_TIMEOUT": "7",
+        "DATABASE_CONNECT_TIMEOUT": "4",
         "APP_MOUNTS": "/admin=demo.admin:application",
         "APP_MODULE": "myapp:create_app()",
         "SECRET_KEY_FILE": "/run/secrets/secret_key",

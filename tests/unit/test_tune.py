@@ -26,7 +26,7 @@ def budget(max_connections=100, replicas=2, reserved=5, superuser=3) -> Budget:
     return Budget(
         replicas=replicas,
         workers=1,
-        pool_size=1,
+        per_worker=1,
         reserved=reserved,
         max_connections=max_connections,
         superuser_reserved=superuser,
