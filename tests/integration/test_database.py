@@ -219,7 +219,10 @@ def test_the_connection_budget_stops_make_up_with_one_line_and_the_stack_keeps_s
     assert result.returncode != 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if "configuration error" in line]
     assert len(lines) == 1, result.stderr[-2000:]
-    assert "the connection budget is over: APP_REPLICAS=16 x WEB_CONCURRENCY=2 x DATABASE_POOL_SIZE=8" in lines[0]
+    assert "the connection budget is over: APP_REPLICAS=16 x WEB_CONCURRENCY=2 x 8 connections per worker" in lines[0]
+    # The pool the demo really opens, as the server found it.
+    assert "DATABASE_POOL_SIZE=8 per pool; SQLAlchemy engine (postgresql+psycopg://app@db:5432/app)" in lines[0]
+    assert "pool_size 8 + max_overflow 0, pool_timeout 5 s" in lines[0]
     assert "max_connections 100" in lines[0]
     assert sorted(c.id for c in db_stack.containers("app")) == before
     assert db_stack.get("/db/sleep?ms=0").status_code == 200

@@ -14,6 +14,7 @@ import pytest
 from flask import Flask
 from werkzeug.test import Client
 
+from harness.stack import REPO
 from serving import pools
 from serving.app import answer_errors_in_json
 from serving.middleware import wrap
@@ -302,3 +303,14 @@ def test_a_pool_over_its_share_stops_the_check_with_one_line(helpers, env_factor
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("configuration error: Flask-SQLAlchemy's default engine")
     assert "pool_size 20 + max_overflow 5" in line and "over its share of 1" in line
+
+
+def test_the_refusal_docs_database_md_shows_is_the_one_printed(sized):
+    settings = sized()
+    app, _ = flask_sqlalchemy_app(
+        SQLALCHEMY_DATABASE_URI="postgresql+psycopg://app@db:5432/app",
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 5, "max_overflow": 10},
+    )
+    (line,) = pools.refusals(list(found(app, settings).values()), settings)
+    docs = (REPO / "docs" / "database.md").read_text()
+    assert f"    configuration error: {line}\n" in docs
