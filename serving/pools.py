@@ -57,6 +57,10 @@ PGCONNECT_TIMEOUT = "PGCONNECT_TIMEOUT"
 #: How long a readiness ping or the budget's read of the limits may take to connect, s.
 PING_TIMEOUT = 2
 
+#: The server's own connections (readiness, the budget's read of the limits)
+#: as pg_stat_activity names them, apart from the app's pools.
+APPLICATION_NAME = "serving"
+
 FLASK_SQLALCHEMY_OPTIONS = "SQLALCHEMY_ENGINE_OPTIONS"
 FLASK_SQLALCHEMY_BINDS = "SQLALCHEMY_BINDS"
 
@@ -188,7 +192,7 @@ def _sqlalchemy_pool(name: str, engine, settings: Settings, how: str) -> Pool:
     def connect():
         cargs, cparams = engine.dialect.create_connect_args(url)
         if backend == "postgresql":
-            cparams = {**cparams, "connect_timeout": PING_TIMEOUT}
+            cparams = {**cparams, "connect_timeout": PING_TIMEOUT, "application_name": APPLICATION_NAME}
         return engine.dialect.connect(*cargs, **cparams)
 
     return Pool(
@@ -216,7 +220,7 @@ def _psycopg_pool(pool, settings: Settings) -> Pool:
     def connect():
         import psycopg
 
-        return psycopg.connect(pool.conninfo, connect_timeout=PING_TIMEOUT)
+        return psycopg.connect(pool.conninfo, connect_timeout=PING_TIMEOUT, application_name=APPLICATION_NAME)
 
     return Pool(
         name=f"psycopg_pool {type(pool).__name__} {pool.name!r}",
