@@ -83,8 +83,11 @@ budget() {
   url=$(setting DATABASE_URL)
   [ -n "$url" ] || { say "no DATABASE_URL: no database, no connection budget to check"; return 0; }
   replicas=$(setting APP_REPLICAS)
-  for name in WORKER_CLASS WEB_CONCURRENCY GUNICORN_THREADS DATABASE_POOL_SIZE DATABASE_RESERVED_CONNECTIONS \
-              DATABASE_CONNECT_TIMEOUT DATABASE_URL; do
+  # The app as its workers load it (APP_MODULE), and what sizes and checks
+  # its pools (serving/pools.py).
+  for name in APP_MODULE WORKER_CLASS WEB_CONCURRENCY GUNICORN_THREADS GUNICORN_WORKER_CONNECTIONS GUNICORN_TIMEOUT \
+              DATABASE_POOL_SIZE DATABASE_POOL_TIMEOUT DATABASE_RESERVED_CONNECTIONS DATABASE_CONNECT_TIMEOUT \
+              DATABASE_URL; do
     [ -z "$(setting "$name")" ] || args+=(-e "$name=$(setting "$name")")
   done
   say "checking the database's connection budget for ${replicas:-2} replica(s)"
