@@ -486,6 +486,66 @@ def test_it_signs_sessions_with_the_secret_file_and_nothing_shows_it(notes):
     assert in_image.returncode == 1 and not in_image.stdout, in_image.stdout
 
 
+def test_its_url_without_a_password_reaches_the_database_with_the_secrets_and_nothing_shows_it(notes):
+    password = (notes.root / "secrets" / "db_password").read_text().strip()
+    assert "DATABASE_URL=postgresql+psycopg://app@db:5432/app" in (notes.root / ".env").read_text()
+    assert notes.get("/auth/login").status_code == 200 and notes.get("/readyz").json()["checks"] == ["database"]
+    for container in notes.containers("app"):
+        environment = subprocess.run(
+            ["docker", "inspect", "-f", "{{json .Config.Env}}", container], check=True, capture_output=True, text=True
+        ).stdout
+        assert password not in environment
+        environ = subprocess.run(
+            ["docker", "exec", container, "sh", "-c", "cat /proc/[0-9]*/environ"], capture_output=True, check=False
+        ).stdout
+        assert environ and password.encode() not in environ
+        # libpq's own password file, the worker's alone.
+        mode = subprocess.run(
+            ["docker", "exec", container, "stat", "-c", "%a %u", "/tmp/pgpass-10001"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert mode.stdout.split() == ["600", "10001"], mode.stdout + mode.stderr
+    assert password not in notes.compose("logs", "app", "db", "nginx").stdout
+    image = subprocess.run(
+        ["docker", "inspect", "-f", "{{.Config.Image}}", notes.containers("app")[0]],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    in_image = subprocess.run(
+        ["docker", "run", "--rm", image, "grep", "-rl", password, "/srv", "/opt/venv"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert in_image.returncode == 1 and not in_image.stdout, in_image.stdout
+
+
+def test_a_database_outage_is_a_json_503_on_its_pages_and_it_recovers_when_the_database_is_back(notes):
+    cookie = logged_in_cookie(notes, "outage")
+    assert notes.compose("stop", "db").returncode == 0
+    try:
+        started = time.monotonic()
+        page = notes.get("/", headers={"Cookie": cookie})
+        waited = time.monotonic() - started
+        assert page.status_code == 503 and page.headers["Content-Type"] == "application/json", page.text[:300]
+        assert page.headers["Retry-After"] == "1"
+        assert page.json()["error"]["message"] == "the database cannot be reached; try again"
+        assert waited < 3 + 2, waited  # DATABASE_CONNECT_TIMEOUT, with room for the proxy
+        assert notes.get("/healthz").status_code == 200  # an outage never restarts the app
+        ready = notes.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["failed"] == ["database"]
+    finally:
+        assert notes.compose("start", "db").returncode == 0
+    deadline = time.monotonic() + 60
+    while notes.get("/", headers={"Cookie": cookie}).status_code != 200:
+        assert time.monotonic() < deadline, "the app did not recover once the database was back"
+        time.sleep(1)
+    assert notes.get("/readyz").status_code == 200
+
+
 # --- the preflight, on the running stack --------------------------------------------------
 
 HAZARDS = {
