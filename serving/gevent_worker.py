@@ -184,6 +184,8 @@ class DatabaseGate:
         if self.since.get(server) != since:
             return  # accepted meanwhile: a later deferral has its own
         del self.since[server]
+        if not server.started:
+            return  # closed meanwhile (the worker is stopping): its socket with it
         if self.pending(server):  # still there after `defer`: no other worker could take it
             self.open_until[server] = self.clock() + self.defer
         self.resume(server)
@@ -238,12 +240,19 @@ class BalancedGeventWorker(ggevent.GeventWorker):
         # gunicorn's run() builds each listener's pool and server by these
         # module-level names; replaced in this worker process only, before it does.
         ggevent.Pool = RequestSlotPool
-        if self.database_gate and "sqlalchemy" in sys.modules and self._database_internals_hold():
+        if self.wants_gate() and self._database_internals_hold():
             self.gate = DatabaseGate(self.database_defer, fresh=RequestSlotPool.all_fresh)
             self.gate.listen()
             DatabaseGatedServer.gate = self.gate
             ggevent.StreamServer = DatabaseGatedServer
         super().run()
+
+    def wants_gate(self) -> bool:
+        """Only where another worker can take what this one defers: several
+        workers on one shared listener (with reuse_port each has its own
+        queue, and a deferred connection would only wait in it), and only
+        for an app that loaded SQLAlchemy (by now: run() follows the app's load)."""
+        return self.database_gate and self.cfg.workers > 1 and not self.cfg.reuse_port and "sqlalchemy" in sys.modules
 
     def _database_internals_hold(self) -> bool:
         """SQLAlchemy's internals the gate reads (serving/internals.py), checked

@@ -5,11 +5,13 @@ What it buys, a burst at the design degree, is measured by bench/burst.py
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from sqlalchemy import create_engine, event
 from sqlalchemy.pool import NullPool, Pool, QueuePool
 
-from serving.gevent_worker import DatabaseGate, RequestSlotPool, capacity
+from serving.gevent_worker import BalancedGeventWorker, DatabaseGate, RequestSlotPool, capacity
 
 pytestmark = pytest.mark.unit
 
@@ -57,6 +59,7 @@ class Gate(DatabaseGate):
             function(*args)
 
     def pending(self, server) -> bool:
+        assert server.started, "read the socket of a closed server"
         return server.has_pending
 
 
@@ -147,6 +150,16 @@ def test_a_stale_wait_does_not_open_a_later_deferral_early():
     assert gate.admits(server)
 
 
+def test_a_wait_that_ends_after_the_server_closed_leaves_its_socket_alone():
+    gate, _ = saturated_gate()
+    server = FakeServer()
+    gate.admits(server)
+    server.started = False  # the worker stopping: gevent closed the listener
+    gate.now += DEFER
+    gate.fire_timers()
+    assert not server.accepting
+
+
 def test_without_a_wait_only_a_checkin_resumes():
     gate, _ = saturated_gate(defer=None)
     server = FakeServer()
@@ -171,6 +184,15 @@ def test_a_server_closed_meanwhile_is_not_restarted():
     server.started = False
     gate.claim_ended()
     assert not server.accepting
+
+
+@pytest.mark.parametrize(
+    ("workers", "reuse_port", "gate", "wanted"),
+    [(2, False, True, True), (1, False, True, False), (2, True, True, False), (2, False, False, False)],
+)
+def test_the_gate_runs_only_where_another_worker_can_take_the_connection(workers, reuse_port, gate, wanted):
+    worker = SimpleNamespace(database_gate=gate, cfg=SimpleNamespace(workers=workers, reuse_port=reuse_port))
+    assert BalancedGeventWorker.wants_gate(worker) is wanted  # sqlalchemy is imported here
 
 
 def test_pools_without_a_bound_never_saturate():
