@@ -21,9 +21,10 @@ Per design and round:
   hold and wait for every connection of both pools;
 - overload: 40 of 3 s with a pool timeout of 2 s: the 30 beyond the pools
   are JSON 503s after the timeout (count, and the slowest one's wait, which
-  a gate that accepts late adds to);
+  a gate that accepts late adds to; and the slowest answer of all 40);
 - fast path: `hey` on `/`, a new connection per request (the accept path a
-  gate runs on), req/s (with --quick, skipped).
+  gate runs on), req/s, and its ratio to the worker before's in the same
+  round (with --quick, skipped).
 
 The figures are printed as a table (the median over the rounds, with the
 worst round of the degree), and written as JSON with --json.
@@ -262,6 +263,7 @@ def overload(url: str) -> dict:
         "json_503": len(json_503),
         "other": len(refused) - len(json_503),
         "slowest_503_s": max((r.client_seconds for r in json_503), default=0.0),
+        "slowest_s": max(r.client_seconds for r in results),
     }
 
 
@@ -328,6 +330,7 @@ def measure(designs: list[Design], rounds_: int, fast_seconds: float | None) -> 
 
 def summary(designs: list[Design], figures: dict[str, Figures]) -> list[dict]:
     rows = []
+    before = figures.get(DESIGNS[0].key)
     for design in designs:
         f = figures[design.key]
         row = {
@@ -344,10 +347,17 @@ def summary(designs: list[Design], figures: dict[str, Figures]) -> list[dict]:
             "overload_503_worst": min(o["json_503"] for o in f.overload),
             "overload_other": sum(o["other"] for o in f.overload),
             "overload_slowest_503_s": max(o["slowest_503_s"] for o in f.overload),
+            "overload_slowest_s": max(o["slowest_s"] for o in f.overload),
         }
         if f.fast_rps:
             row["fast_rps_median"] = statistics.median(f.fast_rps)
             row["fast_rps_min"], row["fast_rps_max"] = min(f.fast_rps), max(f.fast_rps)
+        if f.fast_rps and before is not None and before.fast_rps:
+            # Over the worker before's in the same round: the machine's other
+            # work moves both alike, so this spreads less than req/s do.
+            ratios = [mine / theirs for mine, theirs in zip(f.fast_rps, before.fast_rps, strict=True)]
+            row["fast_ratio_median"] = statistics.median(ratios)
+            row["fast_ratio_min"], row["fast_ratio_max"] = min(ratios), max(ratios)
         rows.append(row)
     return rows
 
@@ -356,12 +366,12 @@ def table(rows: list[dict]) -> str:
     fast = any("fast_rps_median" in r for r in rows)
     head = (
         "| design | burst degree (median, worst) | bursts in one round | kept-alive degree (median, worst) "
-        f"| /healthz while saturated, worst | overload: JSON 503 of {OVERLOAD} (fewest), slowest |"
+        f"| /healthz while saturated, worst | overload: JSON 503 of {OVERLOAD} (fewest), slowest 503, slowest answer |"
     )
     rule = "|---|---|---|---|---|---|"
     if fast:
-        head += " fast path `/`, req/s (median, min-max) |"
-        rule += "---|"
+        head += " fast path `/`, req/s (median, min-max) | fast path over the worker before's, same round |"
+        rule += "---|---|"
     lines = [head, rule]
     for r in rows:
         other = f" (+{r['overload_other']} other)" if r["overload_other"] else ""
@@ -369,10 +379,15 @@ def table(rows: list[dict]) -> str:
             f"| {r['design']}: {r['what']} | {r['degree_median']:g}, {r['degree_worst']} "
             f"| {r['one_round']}/{r['bursts']} | {r['kept_alive_degree_median']:g}, {r['kept_alive_degree_worst']} "
             f"| {r['healthz_ms_worst']:.0f} ms | {r['overload_503_worst']}"
-            f"{other}, {r['overload_slowest_503_s']:.2f} s |"
+            f"{other}, {r['overload_slowest_503_s']:.2f} s, {r['overload_slowest_s']:.1f} s |"
         )
         if fast:
             line += f" {r['fast_rps_median']:.0f} ({r['fast_rps_min']:.0f}-{r['fast_rps_max']:.0f}) |"
+            line += (
+                f" {r['fast_ratio_median']:.2f} ({r['fast_ratio_min']:.2f}-{r['fast_ratio_max']:.2f}) |"
+                if "fast_ratio_median" in r
+                else " |"
+            )
         lines.append(line)
     return "\n".join(lines)
 
