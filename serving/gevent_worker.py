@@ -24,18 +24,19 @@ greenlet starts and releases it when that greenlet ends; this one also
 releases it while the connection is idle.
 
 A slot is not a database connection, though. With a SQLAlchemy pool of 5
-per worker, a burst of 10 slow queries could all land on one worker (gevent
-accepts up to its 1,000 slots), which then queued 5 on its pool while the
-other worker's pool sat idle: two rounds instead of one. So a worker whose
-pools are all checked out also stops accepting for a while (DatabaseGate
-below): the kernel gives the connections meanwhile to a worker that still
-has one free, and the burst runs at the design degree (docs/database.md, "A
-burst on a gevent worker's pool", measured by `python -m bench.burst`). It
-only defers: a connection still waiting after DEFER seconds (no other
-worker took it: they are all saturated too) is accepted, so /healthz and
-every request that needs no database are still served, at most DEFER later,
-and a database request beyond every pool waits DATABASE_POOL_TIMEOUT in
-this worker's pool for its JSON 503, as before.
+per worker, a burst of 10 slow queries could land 6 and 4, or all 10 on one
+worker, which then queued the excess on its pool while the other worker's
+pool sat idle: two rounds instead of one. So a worker whose pool is all
+claimed also stops accepting for a while (DatabaseGate below): the kernel
+gives the connections meanwhile to a worker that still has one free, and
+the burst runs at the design degree (docs/concurrency.md, "A burst on a
+gevent worker's pool", measured by `python -m bench.burst`). It only
+defers: a connection still waiting after `database_defer` (50 ms; no other
+worker took it: they are all saturated too) is accepted, and so is what
+comes in the next 50 ms, so /healthz and every request that needs no
+database are still served, at most about 50 ms later, and a database
+request beyond every pool waits DATABASE_POOL_TIMEOUT in a pool for its
+JSON 503, as before.
 
 gunicorn loads the class in the master, as it loads its own gevent worker:
 gevent is imported there but patches nothing until the worker starts.
