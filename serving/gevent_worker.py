@@ -121,8 +121,8 @@ class DatabaseGate:
     before), but a connection accepted a moment ago may not have sent its
     request yet, and may want a database connection once it has: those
     (`fresh`, from RequestSlotPool) are claims too, until their request
-    starts. Without them, one worker of two took 6 of a burst of 10 about one
-    burst in three. A pool is known from its first checkout: a cold worker's
+    starts. Without them, one worker of two took 6 of a burst of 10 in 2 of
+    the first 5 bursts. A pool is known from its first checkout: a cold worker's
     first burst is not gated. Pools without a bound (NullPool, max_overflow
     -1) never saturate."""
 
