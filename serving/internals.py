@@ -30,6 +30,10 @@ from dataclasses import dataclass
 #: master would make its lock before gevent patches the workers).
 ALL = "all"
 METRICS = "metrics"
+#: SQLAlchemy's pool, read by the gevent worker's database gate: checked by
+#: the tests and by each gevent worker whose app loaded SQLAlchemy (never in
+#: the master, which must not import it, nor where the app has no database).
+DATABASE = "database"
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,51 @@ INTERNALS: tuple[Internal, ...] = (
     method("gevent.pool.Group._discard", "self, greenlet", GEVENT, "gevent", "called without the pool's release"),
     mentions(
         "gevent.baseserver.BaseServer", "pool._semaphore.rawlink(", GEVENT, "gevent", "accepting resumes on a slot"
+    ),
+    # --- the gevent worker's database gate: the server gunicorn builds, its accept, the pool's count
+    mentions(
+        "gunicorn.workers.ggevent",
+        "from gevent.server import StreamServer",
+        GEVENT,
+        "gevent",
+        "the module global replaced by the gated server",
+    ),
+    mentions(
+        "gunicorn.workers.ggevent.GeventWorker.run",
+        "StreamServer(s, handle=hfun",
+        GEVENT,
+        "gevent",
+        "builds each server by that name",
+    ),
+    method("gevent.server.StreamServer.do_read", "self", GEVENT, "gevent", "the accept: the gate is asked first"),
+    mentions(
+        "gevent.baseserver.BaseServer._do_read",
+        "if not args:",
+        GEVENT,
+        "gevent",
+        "None from do_read is nothing accepted, and the watcher is left as the gate set it",
+    ),
+    method(
+        "sqlalchemy.pool.QueuePool.checkedout",
+        "self",
+        GEVENT,
+        DATABASE,
+        "the connections taken, read at each accept",
+    ),
+    mentions(
+        "sqlalchemy.pool.QueuePool._do_get",
+        "self._inc_overflow()",
+        GEVENT,
+        DATABASE,
+        "a new connection is counted out before it connects, so checkedout() is current at once",
+    ),
+    mentions("sqlalchemy.pool.QueuePool.__init__", "self._max_overflow =", GEVENT, DATABASE, "the pool's bound"),
+    mentions(
+        "sqlalchemy.pool.base._ConnectionFairy.__init__",
+        "self._pool = pool",
+        GEVENT,
+        DATABASE,
+        "the checkout event's proxy names its pool: how the gate learns the pools",
     ),
     # --- the configuration: JSON errors from gunicorn itself, the logger, effective config
     method("gunicorn.util.write_error", "sock, status_int, reason, mesg", CONF, ALL, "replaced: a JSON body"),
