@@ -44,6 +44,7 @@ gevent is imported there but patches nothing until the worker starts.
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 import weakref
@@ -122,8 +123,9 @@ class DatabaseGate:
     request yet, and may want a database connection once it has: those
     (`fresh`, from RequestSlotPool) are claims too, until their request
     starts. Without them, one worker of two took 6 of a burst of 10 in 2 of
-    the first 5 bursts. A pool is known from its first checkout: a cold worker's
-    first burst is not gated. Pools without a bound (NullPool, max_overflow
+    the first 5 bursts. The pools are the ones the app made as it was loaded,
+    found at start, and any made later, from its first checkout. Pools
+    without a bound (NullPool, max_overflow
     -1) never saturate."""
 
     def __init__(self, defer: float | None, fresh=lambda: 0, clock=time.monotonic) -> None:
@@ -147,6 +149,12 @@ class DatabaseGate:
 
         event.listen(Pool, "checkout", self.checked_out)
         event.listen(Pool, "checkin", self.claim_ended)
+        # The pools the app made as it was loaded (before this, in the
+        # worker), as serving/pools.py finds them: a cold worker's first
+        # burst is gated too, before any checkout has named them.
+        for pool in [o for o in gc.get_objects() if isinstance(o, Pool)]:
+            if capacity(pool) is not None:
+                self.pools.add(pool)
 
     def checked_out(self, dbapi_connection, record, proxy) -> None:
         # The event does not name its pool; the proxy (_ConnectionFairy) holds it.

@@ -203,7 +203,13 @@ INTERNALS: tuple[Internal, ...] = (
         DATABASE,
         "a new connection is counted out before it connects, so checkedout() is current at once",
     ),
-    mentions("sqlalchemy.pool.QueuePool.__init__", "self._max_overflow =", GEVENT, DATABASE, "the pool's bound"),
+    mentions(
+        "sqlalchemy.pool.QueuePool.__init__",
+        "self._max_overflow =",
+        GEVENT,
+        DATABASE,
+        "the pool's bound, which the gate and serving/pools.py's capacity count (no public reader of it)",
+    ),
     mentions(
         "sqlalchemy.pool.base._ConnectionFairy.__init__",
         "self._pool = pool",
@@ -257,13 +263,6 @@ INTERNALS: tuple[Internal, ...] = (
         "a file's kind is its name up to the first _: counter_archive.db is a counter",
     ),
     # --- the app's database pools, read and sized from outside (serving/pools.py)
-    mentions(
-        "sqlalchemy.pool.QueuePool.__init__",
-        "self._max_overflow =",
-        "serving/pools.py",
-        "pools",
-        "a pool's overflow, which its capacity counts (QueuePool has no public reader of it)",
-    ),
     mentions("sqlalchemy.pool.Pool.__init__", "self._pre_ping =", "serving/pools.py", "pools", "reported"),
     mentions(
         "flask.config.Config.from_object",
