@@ -415,6 +415,7 @@ def test_make_up_reports_the_pools_the_app_opens_and_a_burst_fills_exactly_them(
     peak = max(peak, app_connections(per_class))  # the pools keep what they opened
     assert set(statuses) == {200}, statuses
     assert peak == REPLICAS * WORKERS * per_class.pool, (peak, statuses)
+    print(f"\n{worker_class}: pools reported {REPLICAS} x {WORKERS} x {per_class.pool}; peak {peak}; {statuses}")
 
 
 def test_a_pool_the_app_sizes_over_its_share_stops_make_up_and_the_stack_keeps_serving(notes):
