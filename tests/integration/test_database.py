@@ -19,6 +19,7 @@ import requests
 from harness.load import Load
 from harness.stack import REPO, Stack, app_build_context
 from tests.concurrency import fire, max_overlap, rounds
+from tests.outage import refusing
 
 pytestmark = pytest.mark.integration
 
@@ -168,18 +169,6 @@ def test_a_bad_row_is_a_json_400_naming_the_parameter(db_stack, body):
 def test_readiness_names_the_database_and_liveness_ignores_it(db_stack):
     ready = db_stack.get("/readyz").json()
     assert ready == {"status": "ready", "checks": ["database"]}
-
-
-def refusing(container_id: str, refuse: bool) -> None:
-    """The database's port refuses every packet (a TCP reset), or not: the
-    server is down as the app sees it, while its name still resolves, as a
-    managed database's does. A rule in the container's own network namespace."""
-    pid = subprocess.run(
-        ["docker", "inspect", "-f", "{{.State.Pid}}", container_id], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    rule = ["INPUT", "-p", "tcp", "--dport", "5432", "-j", "REJECT", "--reject-with", "tcp-reset"]
-    command = ["nsenter", "-t", pid, "-n", "iptables", "-I" if refuse else "-D", *rule]
-    subprocess.run(command, check=True, capture_output=True, timeout=30)
 
 
 def test_the_database_going_away_costs_only_its_endpoints_and_the_app_recovers(db_stack):
