@@ -215,8 +215,8 @@ class DatabaseGate:
 def capacity(pool) -> int | None:
     """How many connections a SQLAlchemy pool hands out at most; None: no bound."""
     size, overflow = getattr(pool, "size", None), getattr(pool, "_max_overflow", -1)
-    if not callable(size) or not hasattr(pool, "checkedout") or overflow < 0:
-        return None
+    if not callable(size) or not hasattr(pool, "checkedout") or overflow < 0 or size() <= 0:
+        return None  # pool_size 0 is SQLAlchemy's "no limit"
     return size() + overflow
 
 

@@ -173,7 +173,7 @@ def _sqlalchemy_pool(name: str, engine, settings: Settings, how: str) -> Pool:
     timeout = None
     if isinstance(pool, pools.QueuePool):
         timeout = pool.timeout()
-        if pool._max_overflow < 0:  # max_overflow=-1: no limit
+        if pool._max_overflow < 0 or pool.size() <= 0:  # max_overflow=-1 or pool_size=0: no limit
             capacity = per_worker_concurrency(settings)
             figures = f"pool_size {pool.size()} + unlimited overflow: up to {capacity} (what a worker runs at once)"
         else:

@@ -314,3 +314,14 @@ def test_the_refusal_docs_database_md_shows_is_the_one_printed(sized):
     (line,) = pools.refusals(list(found(app, settings).values()), settings)
     docs = (REPO / "docs" / "database.md").read_text()
     assert f"    configuration error: {line}\n" in docs
+
+
+@pytest.mark.parametrize("options", [{"pool_size": 0}, {"max_overflow": -1}])
+def test_a_pool_without_a_limit_opens_what_a_worker_runs_at_once(options):
+    from sqlalchemy import create_engine
+
+    app = Flask(__name__)
+    app.extensions["mine"] = create_engine(URL, **options)  # SQLAlchemy's "no limit"
+    gevent = load({"WORKER_CLASS": "gevent"}, cpus=2)
+    (line,) = pools.refusals(list(found(app, gevent).values()), gevent)
+    assert "up to 1000 connections per worker, over its share of 10" in line
