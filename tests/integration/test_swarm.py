@@ -125,8 +125,11 @@ def under_load(stack, action):
 def test_make_swarm_up_serves_through_nginx_from_both_replicas(deployed):
     assert deployed.get("/").json() == {"service": "flask-concurrency", "status": "ok"}
     assert len(tasks("app")) == 2
+    # Spread over 4 s, twice nginx's resolver `valid` (2 s): a task that
+    # joined Swarm's DNS just after nginx's last lookup is in the next one.
     for _ in range(40):
         deployed.get("/work/io?ms=1")
+        time.sleep(0.1)
     time.sleep(1.5)  # nginx flushes its access log every second
     logs = docker("service", "logs", "--raw", f"{STACK}_nginx").stdout.splitlines()
     upstreams = {json.loads(line)["upstream_addr"] for line in logs if '"path":"/work/io"' in line}
