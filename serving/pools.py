@@ -175,7 +175,10 @@ def _sqlalchemy_pool(name: str, engine, settings: Settings, how: str) -> Pool:
         timeout = pool.timeout()
         if pool._max_overflow < 0 or pool.size() <= 0:  # max_overflow=-1 or pool_size=0: no limit
             capacity = per_worker_concurrency(settings)
-            figures = f"pool_size {pool.size()} + unlimited overflow: up to {capacity} (what a worker runs at once)"
+            figures = (
+                f"pool_size {pool.size()}, max_overflow {pool._max_overflow}, no limit: up to {capacity} "
+                "(what a worker runs at once)"
+            )
         else:
             capacity = pool.size() + pool._max_overflow
             figures = f"pool_size {pool.size()} + max_overflow {pool._max_overflow}"
