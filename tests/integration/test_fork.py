@@ -445,6 +445,42 @@ def test_a_pool_the_app_sizes_over_its_share_stops_make_up_and_the_stack_keeps_s
 # --- its secrets -------------------------------------------------------------------------
 
 
+def container_environments(fork: Checkout) -> str:
+    """Every app container's environment, as `docker inspect` shows it."""
+    return "".join(
+        subprocess.run(
+            ["docker", "inspect", "-f", "{{json .Config.Env}}", container], check=True, capture_output=True, text=True
+        ).stdout
+        for container in fork.containers("app")
+    )
+
+
+def assert_shown_nowhere(fork: Checkout, secret: str) -> None:
+    """`secret` is in no app container's environment (`docker inspect`, nor
+    any process's initial one, PID 1's and the workers'), no service's log,
+    and no file of the app's image."""
+    assert secret not in container_environments(fork)
+    for container in fork.containers("app"):
+        environ = subprocess.run(
+            ["docker", "exec", container, "sh", "-c", "cat /proc/[0-9]*/environ"], capture_output=True, check=False
+        ).stdout
+        assert environ and secret.encode() not in environ
+    assert secret not in fork.compose("logs", "app", "db", "nginx").stdout
+    image = subprocess.run(
+        ["docker", "inspect", "-f", "{{.Config.Image}}", fork.containers("app")[0]],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    in_image = subprocess.run(
+        ["docker", "run", "--rm", image, "grep", "-rl", secret, "/srv", "/opt/venv"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert in_image.returncode == 1 and not in_image.stdout, in_image.stdout
+
+
 def test_it_signs_sessions_with_the_secret_file_and_nothing_shows_it(notes):
     from flask import Flask
     from flask.sessions import SecureCookieSessionInterface
@@ -462,45 +498,16 @@ def test_it_signs_sessions_with_the_secret_file_and_nothing_shows_it(notes):
     assert "csrf_token" in signer(secret).loads(cookie)
     with pytest.raises(Exception, match="Signature"):
         signer("you-will-never-guess").loads(cookie)  # the app's own fallback is not in force
-    for container in notes.containers("app"):
-        environment = subprocess.run(
-            ["docker", "inspect", "-f", "{{json .Config.Env}}", container], check=True, capture_output=True, text=True
-        ).stdout
-        assert secret not in environment and "SECRET_KEY=" not in environment
-        # Nor any process's initial environment in the container, PID 1's and the workers'.
-        environ = subprocess.run(
-            ["docker", "exec", container, "sh", "-c", "cat /proc/[0-9]*/environ"], capture_output=True, check=False
-        ).stdout
-        assert environ and secret.encode() not in environ
-    assert secret not in notes.compose("logs", "app").stdout
-    image = subprocess.run(
-        ["docker", "inspect", "-f", "{{.Config.Image}}", notes.containers("app")[0]],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    in_image = subprocess.run(
-        ["docker", "run", "--rm", image, "grep", "-rl", secret, "/srv", "/opt/venv"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert in_image.returncode == 1 and not in_image.stdout, in_image.stdout
+    assert "SECRET_KEY=" not in container_environments(notes)
+    assert_shown_nowhere(notes, secret)
 
 
 def test_its_url_without_a_password_reaches_the_database_with_the_secrets_and_nothing_shows_it(notes):
     password = (notes.root / "secrets" / "db_password").read_text().strip()
     assert "DATABASE_URL=postgresql+psycopg://app@db:5432/app" in (notes.root / ".env").read_text()
     assert notes.get("/auth/login").status_code == 200 and notes.get("/readyz").json()["checks"] == ["database"]
+    assert_shown_nowhere(notes, password)
     for container in notes.containers("app"):
-        environment = subprocess.run(
-            ["docker", "inspect", "-f", "{{json .Config.Env}}", container], check=True, capture_output=True, text=True
-        ).stdout
-        assert password not in environment
-        environ = subprocess.run(
-            ["docker", "exec", container, "sh", "-c", "cat /proc/[0-9]*/environ"], capture_output=True, check=False
-        ).stdout
-        assert environ and password.encode() not in environ
         # libpq's own password file, the worker's alone.
         mode = subprocess.run(
             ["docker", "exec", container, "stat", "-c", "%a %u", "/tmp/pgpass-10001"],
@@ -509,20 +516,6 @@ def test_its_url_without_a_password_reaches_the_database_with_the_secrets_and_no
             check=False,
         )
         assert mode.stdout.split() == ["600", "10001"], mode.stdout + mode.stderr
-    assert password not in notes.compose("logs", "app", "db", "nginx").stdout
-    image = subprocess.run(
-        ["docker", "inspect", "-f", "{{.Config.Image}}", notes.containers("app")[0]],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    in_image = subprocess.run(
-        ["docker", "run", "--rm", image, "grep", "-rl", password, "/srv", "/opt/venv"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert in_image.returncode == 1 and not in_image.stdout, in_image.stdout
 
 
 def test_a_database_outage_is_a_json_503_on_its_pages_and_it_recovers_when_the_database_is_back(notes):
