@@ -1,24 +1,77 @@
-"""What every layer of the suite shares.
+"""What every layer of the suite shares: the order the layers run in, and
+the stop after the first layer that fails.
 
-The internals contract (tests/unit/test_internals.py) runs first, and a
-broken entry stops the run there: its one line names the internal and the
-file to review, where the timing tests that would notice it later would only
-say "3 rounds instead of 2"."""
+The layers run cheapest first, so that a unit failure is reported within
+minutes, not after the integration suites: the internals contract
+(tests/unit/test_internals.py), the unit tests, the browser tests (no
+Docker), integration against real stacks, operations under load, then the
+load test, the lab and tune, and Swarm last: leaving the swarm its tests
+initialised breaks the embedded DNS of every container already running on
+this engine (moby/moby#45144), among them the session's shared stacks, whose
+nginx could no longer resolve `app`. A module
+runs whole, at its earliest layer, so that its stacks come up once.
+
+When a layer has failed, the run stops before the next one: its failures are
+what to fix, and an hour of integration tests behind a broken unit would say
+nothing more. A broken entry of the internals contract stops the run at once:
+its one line names the internal and the file to review, where the timing
+tests that would notice it later would only say "3 rounds instead of 2"."""
 
 from __future__ import annotations
 
 import pytest
 
 CONTRACT = "tests/unit/test_internals.py"
+_LAYER = pytest.StashKey[int]()
+_FAILED = pytest.StashKey[set]()
+
+#: (layer, the markers that put a test in it), in the order they run.
+LAYERS = (
+    ("the internals contract", ()),
+    ("unit", ("unit",)),
+    ("browser", ("browser",)),
+    ("integration", ("integration",)),
+    ("operations", ("operations",)),
+    ("load test, lab and tune", ("loadtest", "bench", "tune", "soak")),
+    ("swarm", ("swarm",)),
+)
+
+
+def _own_layer(item: pytest.Item) -> int:
+    if item.nodeid.startswith(CONTRACT):
+        return 0
+    markers = {mark.name for mark in item.iter_markers()}
+    if "swarm" in markers:
+        return len(LAYERS) - 1
+    if "operations" in markers:
+        return 4
+    for index, (_, names) in enumerate(LAYERS[1:], start=1):
+        if markers.intersection(names):
+            return index
+    return 5
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: not item.nodeid.startswith(CONTRACT))
+    # A module's layer is its earliest test's (the contract file's own: first).
+    modules: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        modules[module] = min(modules.get(module, len(LAYERS)), _own_layer(item))
+    for item in items:
+        item.stash[_LAYER] = modules[item.nodeid.split("::", 1)[0]]
+    items.sort(key=lambda item: item.stash[_LAYER])  # stable: collection order within a layer
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    if report.failed and item.nodeid.startswith(f"{CONTRACT}::test_every_internal_holds"):
-        item.session.shouldstop = "gunicorn's or gevent's internals no longer hold what serving/ relies on (above)"
+def pytest_runtest_protocol(item, nextitem):
+    before = item.session.testsfailed  # failures and errors so far
+    yield
+    layer = item.stash.get(_LAYER, len(LAYERS))
+    failed = item.session.stash.setdefault(_FAILED, set())
+    if item.session.testsfailed > before:
+        failed.add(layer)
+        if item.nodeid.startswith(f"{CONTRACT}::test_every_internal_holds"):
+            item.session.shouldstop = "gunicorn's or gevent's internals no longer hold what serving/ relies on (above)"
+    if nextitem is not None and failed and nextitem.stash.get(_LAYER, len(LAYERS)) != layer:
+        names = ", ".join(LAYERS[index][0] for index in sorted(failed))
+        item.session.shouldstop = f"a layer failed ({names}): the later layers were not run"

@@ -5,14 +5,6 @@ import pytest
 from harness.stack import Stack, scrub_environment
 
 
-def pytest_collection_modifyitems(items):
-    """The swarm tests last: leaving the swarm they initialised breaks the
-    embedded DNS of every container already running on this engine
-    (moby/moby#45144), among them the session's shared stacks, whose nginx
-    could no longer resolve `app`."""
-    items.sort(key=lambda item: item.get_closest_marker("swarm") is not None)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_environment():
     scrub_environment()
