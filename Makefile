@@ -38,11 +38,14 @@ images:
 	@$(COMPOSE) build
 	@if [ -d loadtest ]; then $(COMPOSE) --profile loadtest build loadtest; fi
 
-# Every setting checked in throwaway containers of the new images, before
-# anything running changes: a bad value stops the start with one line naming
-# it. The app's (and that it loads), then nginx's (its entrypoint's hooks and
-# templates, then `nginx -t`).
+# Every setting checked before anything running changes: a bad value stops
+# the start with one line naming it, its value and what is expected. The
+# certificate's; Compose's own (scripts/check-settings.sh, which
+# scripts/compose runs first); then, in throwaway containers of the new
+# images, the server's and the app's (and that it loads), then nginx's (its
+# entrypoint's hooks and templates, then `nginx -t`).
 check:
+	@scripts/check-tls.sh
 	@$(COMPOSE) run --rm --no-deps -T app python3 -m serving.check >/dev/null
 	@$(COMPOSE) run --rm --no-deps -T nginx nginx -t -q -e stderr
 

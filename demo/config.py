@@ -16,6 +16,9 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 
 class ConfigError(ValueError):
     """An environment variable holds a value the app must not start with."""
@@ -40,6 +43,24 @@ def whole_number(low: int, high: int) -> Callable[[str, str], int]:
         return int(raw)
 
     return parse
+
+
+def database_url(name: str, raw: str) -> str:
+    """A PostgreSQL URL SQLAlchemy can read, without a password: the password
+    reaches libpq from a file (DATABASE_PASSWORD_FILE), never from here."""
+    expected = (
+        "expected postgresql+psycopg://USER@HOST:PORT/NAME, without its password (DATABASE_PASSWORD_FILE holds it)"
+    )
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError(f"{name}={raw!r} is not valid: {expected}") from None
+    if not url.drivername.startswith("postgresql") or not (url.host or url.query.get("host")) or not url.database:
+        raise ConfigError(f"{name}={raw!r} is not valid: {expected}")
+    if url.password is not None:
+        shown = url.render_as_string(hide_password=True)
+        raise ConfigError(f"{name}={shown!r} is not valid: it holds a password; {expected}")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -74,7 +95,7 @@ VARIABLES: tuple[Setting, ...] = (
     ),
     Setting(
         "DATABASE_URL",
-        text,
+        database_url,
         "",
         "the database, `postgresql+psycopg://USER@HOST:PORT/NAME`, without its password; "
         "none: no database, or the bundled one with `COMPOSE_PROFILES=db` (docs/database.md)",
@@ -98,4 +119,23 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, object]:
     if not values["DATABASE_URL"] and "db" in str(values["COMPOSE_PROFILES"]).replace(" ", ",").split(","):
         values["DATABASE_URL"] = BUNDLED_DATABASE_URL
     values["SECRET_KEY"] = environ.get("SECRET_KEY") or None
+    _check_work_fits(values, environ)
     return values
+
+
+def _check_work_fits(values: Mapping[str, object], environ: Mapping[str, str]) -> None:
+    """A request may ask for DEMO_MAX_WORK_MS of work: under a sync worker
+    (whose heartbeat stops while it serves) or a gevent one (whose loop stops
+    while it computes), below the seconds the server gives a worker before it
+    takes it for stuck and kills it, or the longest requests would end as
+    502s with their worker. The server puts both in the environment. A gthread
+    worker keeps beating while its threads work: nginx's own timeout, above
+    the bound of 59 s, is the limit there."""
+    timeout, worker_class = environ.get("GUNICORN_TIMEOUT", ""), environ.get("WORKER_CLASS", "sync")
+    if worker_class == "gthread" or not timeout.isdigit():
+        return
+    if values["DEMO_MAX_WORK_MS"] >= int(timeout) * 1000:  # type: ignore[operator]
+        raise ConfigError(
+            f"DEMO_MAX_WORK_MS={values['DEMO_MAX_WORK_MS']} is out of range: expected below the worker timeout "
+            f"(GUNICORN_TIMEOUT={timeout}, {int(timeout) * 1000} ms, with WORKER_CLASS={worker_class})"
+        )

@@ -243,13 +243,17 @@ SH
 
 # resolve VAR DEFAULT STAND-IN BUILDER: print VAR=<image to use>.
 resolve() {
-  local var=$1 official=$2 standin=$3 builder=$4 image=${!1:-$2} t0
+  local var=$1 official=$2 standin=$3 builder=$4 image t0
+  # The shell's or .env's, as Compose reads every other setting.
+  image=$(setting "$var")
+  image=${image:-$official}
   if have_image "$image"; then
     say "$var: $image (present locally)"
   elif timeout "$PULL_TIMEOUT" docker pull --quiet "$image" >/dev/null 2>&1; then
     say "$var: $image (pulled)"
   elif [ "$image" != "$official" ] && [ "$image" != "$standin" ]; then
-    die "$var=$image is neither present locally nor pullable; make it available or unset $var to fall back to a local stand-in."
+    printf "configuration error: %s='%s' is not valid: expected an image present locally or that can be pulled; unset it to fall back to a local stand-in\n" "$var" "$image" >&2
+    exit 2
   elif have_image "$standin"; then
     image=$standin
     say "$var: $image (local stand-in, built earlier; $official could not be pulled)"

@@ -20,7 +20,8 @@ each request:
   the app's DATABASE_URL, without a password, reaches the database with it
   (psycopg reads it), and the app's code never knows where it came from.
 - what the app may read from the server (`told()`, documented in the README's
-  fork guide): the worker class running it, the database connections each
+  fork guide): the worker class running it, how long a request may run
+  (gunicorn's worker timeout), the database connections each
   of its workers may hold and how long a request may wait for one, in its
   environment, under the names it would set them by, before its module is
   imported; and libpq's PGCONNECT_TIMEOUT, so every connection the app
@@ -108,6 +109,9 @@ def told(settings: Settings) -> dict[str, str]:
     read, as the server resolved it (a default included), and nothing else."""
     return {
         "WORKER_CLASS": settings.worker_class,
+        # How long a request may run before gunicorn takes its worker for
+        # stuck: an app's own limit on work (the demo's) stays below it.
+        "GUNICORN_TIMEOUT": str(settings.timeout),
         "DATABASE_POOL_SIZE": str(settings.database_pool_size),
         "DATABASE_POOL_TIMEOUT": str(settings.database_pool_timeout),
     }

@@ -26,6 +26,7 @@ nothing bounds them.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -93,12 +94,39 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+def _absolute_path(name: str, raw: str) -> str:
+    if not raw.startswith("/"):
+        raise SettingsError(f"{name}={raw!r} is not valid: expected an absolute path, such as /srv/static")
+    return raw
+
+
 def _seconds(name: str, raw: str) -> int:
     """A Compose or nginx duration in whole seconds: 45, 45s, 1m."""
     match = re.fullmatch(r"(\d+)(s|m)?", raw)
     if not match:
         raise SettingsError(f"{name}={raw!r} is not valid: expected a duration in seconds (45s) or minutes (1m)")
     return int(match[1]) * (60 if match[2] == "m" else 1)
+
+
+def _networks(name: str, raw: str) -> str:
+    """gunicorn's forwarded_allow_ips: `*`, or addresses and networks,
+    comma-separated. gunicorn's own error would not name the variable."""
+    if raw.strip() == "*":
+        return raw
+    for item in (part.strip() for part in raw.split(",")):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"{name}={raw!r} is not valid: {item!r} is not an address or network; "
+                "expected addresses or CIDRs, comma-separated (10.0.0.2,192.168.0.0/16), or *"
+            ) from None
+    return raw
+
+
+#: nginx/conf.d/app.conf's upstream `keepalive_timeout`, s (a unit test reads
+#: it there): how long nginx keeps an idle connection to gunicorn.
+NGINX_UPSTREAM_KEEPALIVE_TIMEOUT = 60
 
 
 #: gunicorn's own form of naming the app: `module:variable` or `module:factory(literal args)`.
@@ -341,7 +369,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "FORWARDED_ALLOW_IPS",
         "forwarded_allow_ips",
-        _text,
+        _networks,
         "127.0.0.1,::1",
         "`127.0.0.1,::1`",
         "addresses gunicorn itself trusts for `X-Forwarded-Proto`: none but loopback, since ProxyFix applies "
@@ -362,7 +390,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "STATIC_PUBLISH_DIR",
         "static_publish_dir",
-        _text,
+        _absolute_path,
         "",
         "none",
         "where the app copies its static files for nginx when it starts: docker-compose.yml sets the volume both "
@@ -562,6 +590,15 @@ def _check_combinations(values: Mapping[str, object]) -> None:
             raise SettingsError(
                 f"{name}={values[field]} is out of range: expected below {outer_name} ({values[outer]} s)"
             )
+    # Behind this project's nginx (which hands over its proxy_read_timeout),
+    # nginx, never gunicorn, must close an idle kept-alive connection: a
+    # request nginx sends down a connection gunicorn is closing fails with a
+    # 502. 0 turns gunicorn's keep-alive off, which is safe.
+    if values["proxy_read_timeout"] is not None and 0 < values["keepalive"] <= NGINX_UPSTREAM_KEEPALIVE_TIMEOUT:  # type: ignore[operator]
+        raise SettingsError(
+            f"GUNICORN_KEEPALIVE={values['keepalive']} is out of range: expected above nginx's upstream "
+            f"keepalive_timeout ({NGINX_UPSTREAM_KEEPALIVE_TIMEOUT} s), or 0 for none"
+        )
     # The metrics server listens beside gunicorn, on all interfaces.
     bind = str(values["bind"])
     if (

@@ -39,4 +39,31 @@ for name in $names; do
   fi
 done
 
+# The values docker-compose.yml takes from the user, each in the form its
+# directive reads: nginx -t would name the directive, or nothing at all (a
+# max-age nginx sends as written), never the variable.
+whole() { case "$1" in "" | *[!0-9]*) return 1 ;; esac; [ "${#1}" -le 9 ] && [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]; }
+refuse() { echo "configuration error: $1='$2' is not valid: expected $3" >&2; exit 2; }
+for name in $names; do
+  eval "value=\${$name:-}"
+  case "$name" in
+    NGINX_RATE_LIMIT)
+      printf '%s' "$value" | grep -Eq '^[1-9][0-9]{0,8}r/[sm]$' \
+        || refuse "$name" "$value" "requests per second or minute, such as 1000r/s or 60r/m" ;;
+    NGINX_RATE_BURST)
+      whole "$value" 0 1000000 || refuse "$name" "$value" "a whole number from 0 to 1000000" ;;
+    NGINX_CONNECTIONS_PER_CLIENT)
+      whole "$value" 1 1000000 || refuse "$name" "$value" "a whole number from 1 to 1000000" ;;
+    HSTS_MAX_AGE)
+      whole "$value" 0 999999999 || refuse "$name" "$value" "a whole number of seconds (63072000 is two years)" ;;
+    HTTPS_PORT)
+      whole "$value" 1 65535 || refuse "$name" "$value" "a port from 1 to 65535" ;;
+    SERVER_NAMES)
+      # Host names, wildcards (*.example.com) or nginx's ~regex, blank-separated:
+      # anything that could end nginx's directive or start a block is refused.
+      printf '%s' "$value" | grep -Eq '^[A-Za-z0-9.*~_:-]+( +[A-Za-z0-9.*~_:-]+)*$' \
+        || refuse "$name" "$value" "host names separated by blanks, such as example.com www.example.com" ;;
+  esac
+done
+
 mkdir -p "${NGINX_ENVSUBST_OUTPUT_DIR:-/etc/nginx/conf.d}"

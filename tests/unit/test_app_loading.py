@@ -226,13 +226,21 @@ def test_the_server_tells_the_app_its_worker_class_and_pool_before_importing_it(
 
         SEEN = {
             name: os.environ.get(name)
-            for name in ("WORKER_CLASS", "DATABASE_POOL_SIZE", "DATABASE_POOL_TIMEOUT", "PGCONNECT_TIMEOUT")
+            for name in (
+                "WORKER_CLASS", "GUNICORN_TIMEOUT", "DATABASE_POOL_SIZE", "DATABASE_POOL_TIMEOUT", "PGCONNECT_TIMEOUT"
+            )
         }
         app = Flask(__name__)
         """,
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    for name in ("WORKER_CLASS", "DATABASE_POOL_SIZE", "DATABASE_POOL_TIMEOUT", "PGCONNECT_TIMEOUT"):
+    for name in (
+        "WORKER_CLASS",
+        "GUNICORN_TIMEOUT",
+        "DATABASE_POOL_SIZE",
+        "DATABASE_POOL_TIMEOUT",
+        "PGCONNECT_TIMEOUT",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name in ("SECRET_KEY", "PGPASSFILE"):
         monkeypatch.delenv(name, raising=False)
@@ -243,6 +251,11 @@ def test_the_server_tells_the_app_its_worker_class_and_pool_before_importing_it(
 
     # The pool as the server resolved it: gthread's default, one per thread;
     # the connect timeout as libpq reads it.
-    told = {"WORKER_CLASS": "gthread", "DATABASE_POOL_SIZE": "6", "DATABASE_POOL_TIMEOUT": "4"}
+    told = {
+        "WORKER_CLASS": "gthread",
+        "GUNICORN_TIMEOUT": "30",
+        "DATABASE_POOL_SIZE": "6",
+        "DATABASE_POOL_TIMEOUT": "4",
+    }
     assert told_app.SEEN == {**told, "PGCONNECT_TIMEOUT": "2"}
     assert loading.told(settings) == told

@@ -60,3 +60,40 @@ def test_a_bad_value_is_one_line_naming_the_variable(name, raw):
     assert message.startswith(f"{name}={raw!r} is not valid: expected ")
     assert "\n" not in message
     assert isinstance(info.value, ValueError)  # what serving/wsgi.py turns into one line
+
+
+@pytest.mark.parametrize(
+    ("worker_class", "work_ms", "refused"),
+    [
+        ("sync", "30000", True),
+        ("sync", "29999", False),
+        ("gevent", "30000", True),
+        # A gthread worker beats while its threads work: nginx's timeout bounds them.
+        ("gthread", "40000", False),
+    ],
+)
+def test_the_work_limit_stays_below_the_worker_timeout_the_server_tells(worker_class, work_ms, refused):
+    told = {"WORKER_CLASS": worker_class, "GUNICORN_TIMEOUT": "30", "DEMO_MAX_WORK_MS": work_ms}
+    if not refused:
+        assert config.from_environ(told)["DEMO_MAX_WORK_MS"] == int(work_ms)
+        return
+    with pytest.raises(config.ConfigError) as info:
+        config.from_environ(told)
+    assert str(info.value) == (
+        f"DEMO_MAX_WORK_MS={work_ms} is out of range: expected below the worker timeout "
+        f"(GUNICORN_TIMEOUT=30, 30000 ms, with WORKER_CLASS={worker_class})"
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql+psycopg://app@db:5432/app", "postgresql+psycopg://app@/app?host=/var/run/postgresql"]
+)
+def test_a_database_url_without_a_password_is_taken(url):
+    assert config.from_environ({"DATABASE_URL": url})["DATABASE_URL"] == url
+
+
+def test_a_database_url_with_a_password_is_refused_without_showing_it():
+    with pytest.raises(config.ConfigError) as info:
+        config.from_environ({"DATABASE_URL": "postgresql+psycopg://app:hunter2@db:5432/app"})
+    assert "hunter2" not in str(info.value)
+    assert "it holds a password" in str(info.value)

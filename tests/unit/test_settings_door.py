@@ -1,0 +1,114 @@
+"""Every variable of the README's table, given one bad value, is refused
+before anything starts, with one line naming it and its value: here the
+doors that need no Docker (tests/settings_door.py says which is which;
+tests/integration/test_make_check.py runs the others on the images)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from harness.stack import REPO
+from tests.settings_door import BAD_VALUES, COMPOSE_BUDGET, assert_one_line_naming, by_door
+from tests.unit.test_settings_docs import readme_table_rows
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_table_has_one_bad_value_for_every_variable_of_the_readme():
+    documented = set().union(*(names for names, _ in readme_table_rows()))
+    assert set(BAD_VALUES) == documented
+
+
+def _host_env(tmp_path, **settings: str) -> dict[str, str]:
+    """A clean environment: the checkout's .env is not read where the test
+    sets a value (the environment wins, as with Compose)."""
+    return {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8", **settings}
+
+
+@pytest.mark.parametrize(("name", "bad", "needs"), by_door("compose"), ids=lambda v: v if isinstance(v, str) else "")
+def test_compose_refuses_a_bad_value_naming_it(tmp_path, name, bad, needs):
+    result = subprocess.run(
+        [REPO / "scripts" / "check-settings.sh"],
+        env=_host_env(tmp_path, **needs, **{name: bad}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert_one_line_naming(result.stderr, name, bad)
+
+
+def test_compose_accepts_the_defaults_and_usual_values(tmp_path):
+    usual = {"APP_REPLICAS": "4", "APP_CPUS": "1.5", "APP_MEMORY": "2g", "NGINX_MEMORY": "512m", "HTTP_PORT": "80"}
+    usual |= {"COMPOSE_PROFILES": "db,monitoring", "PROMETHEUS_RETENTION": "30d", "DB_PIDS": "256"}
+    for env in ({}, usual):
+        result = subprocess.run(
+            [REPO / "scripts" / "check-settings.sh"], env=_host_env(tmp_path, **env), capture_output=True, text=True
+        )
+        assert (result.returncode, result.stderr) == (0, ""), env
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> str:
+    """A self-signed certificate nginx's user could read: the bad key is the only problem."""
+    where = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "2"]
+        + ["-keyout", str(where / "key.pem"), "-out", str(where / "cert.pem")],
+        check=True,
+        capture_output=True,
+    )
+    (where / "cert.pem").chmod(0o644)
+    where.chmod(0o755)
+    return str(where / "cert.pem")
+
+
+@pytest.mark.parametrize(("name", "bad", "needs"), by_door("tls"), ids=lambda v: v if isinstance(v, str) else "")
+def test_the_certificate_check_refuses_a_bad_file_naming_it(tmp_path, certificate, name, bad, needs):
+    needs = {key: value.format(cert=certificate) for key, value in needs.items()}
+    result = subprocess.run(
+        [REPO / "scripts" / "check-tls.sh"],
+        env=_host_env(tmp_path, **needs, **{name: bad}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert_one_line_naming(result.stderr, name, bad)
+
+
+@pytest.mark.parametrize(("name", "bad", "needs"), by_door("server"), ids=lambda v: v if isinstance(v, str) else "")
+def test_the_server_check_refuses_a_bad_value_naming_it(tmp_path, name, bad, needs):
+    # What `make check` runs in the app's image, run here with the same code:
+    # the settings as docker-compose.yml hands them over, the app loaded.
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.check"],
+        cwd=REPO,
+        env=_host_env(tmp_path, **COMPOSE_BUDGET, **needs, **{name: bad}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == ""
+    assert_one_line_naming(result.stderr, name, bad)
+
+
+def test_the_server_check_accepts_the_defaults(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.check"],
+        cwd=REPO,
+        env=_host_env(tmp_path, **COMPOSE_BUDGET),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
