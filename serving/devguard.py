@@ -10,6 +10,10 @@ one for production. The lab's development-server configurations set
 APP_ENV=development (serving/devserver.py).
 """
 
+# Beyond their public API, this file relies on `Flask.run`:
+# serving/internals.py checks them (at start for the worker class in use, and
+# first in the test suite).
+
 from __future__ import annotations
 
 import os

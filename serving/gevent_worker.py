@@ -42,6 +42,11 @@ gunicorn loads the class in the master, as it loads its own gevent worker:
 gevent is imported there but patches nothing until the worker starts.
 """
 
+# Beyond their public API, this file relies on `baseserver.BaseServer`,
+# `BaseServer._do_read`, `QueuePool.checkedout`, `QueuePool._do_get`,
+# `QueuePool.__init__`: serving/internals.py checks them (at start for the
+# worker class in use, and first in the test suite).
+
 from __future__ import annotations
 
 import gc

@@ -48,6 +48,10 @@ gunicorn loads the class in the master, by the name serving/gunicorn_conf.py
 gives it, so it imports nothing beyond gunicorn itself.
 """
 
+# Beyond their public API, this file relies on `ThreadWorker.run`,
+# `ThreadWorker.init_process`, `gthread.TConn`: serving/internals.py checks
+# them (at start for the worker class in use, and first in the test suite).
+
 from __future__ import annotations
 
 import selectors

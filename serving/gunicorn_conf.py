@@ -12,6 +12,10 @@ formatters are named by string (serving/logs.py), and prometheus_client is
 imported by the workers only, in post_worker_init and by serving/middleware.py.
 """
 
+# Beyond their public API, this file relies on `Worker.handle_error`,
+# `Logger.setup`, `config.Config`: serving/internals.py checks them (at start
+# for the worker class in use, and first in the test suite).
+
 from __future__ import annotations
 
 import json

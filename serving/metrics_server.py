@@ -15,6 +15,10 @@ the settings it needs (METRICS_PORT, LOG_FORMAT, GUNICORN_LOG_LEVEL), so it
 reads none itself.
 """
 
+# Beyond their public API, this file relies on
+# `MultiProcessCollector._read_metrics`: serving/internals.py checks them (at
+# start for the worker class in use, and first in the test suite).
+
 from __future__ import annotations
 
 import argparse

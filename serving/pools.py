@@ -43,6 +43,10 @@ listed in serving/internals.py, with the test that names them when they
 change.
 """
 
+# Beyond their public API, this file relies on `Pool.__init__`,
+# `Config.from_object`, `Config.from_mapping`: serving/internals.py checks
+# them (at start for the worker class in use, and first in the test suite).
+
 from __future__ import annotations
 
 import gc

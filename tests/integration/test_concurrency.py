@@ -121,19 +121,11 @@ def test_io_concurrency_degree_is_what_the_effective_config_says(stacks, worker_
     assert sorted(by_worker.values()) == [per_worker, per_worker]
 
 
-def test_sync_config_states_one_request_per_worker(stacks):
-    # What the workers really serve at once: test_io_concurrency_degree_is_what_the_effective_config_says.
-    config = stacks("sync").effective_config()
-    assert config["worker_class"] == "sync"
-    assert config["max_concurrent_requests"] == config["workers"] == 2
-
-
-def test_gthread_config_states_workers_times_threads_on_the_balanced_worker(stacks):
-    # What the workers really serve at once: test_io_concurrency_degree_is_what_the_effective_config_says.
-    config = stacks("gthread").effective_config()
-    assert config["max_concurrent_requests"] == config["workers"] * config["threads"] == 8
-    # gthread that takes a connection only while a thread is free (serving/gthread_worker.py).
-    assert config["worker"] == "serving.gthread_worker.BalancedThreadWorker"
+def test_gthread_runs_the_balanced_worker_class(stacks):
+    # What gunicorn's master logged it runs, not the setting: gthread that
+    # takes a connection only while a thread is free (serving/gthread_worker.py).
+    # What its workers serve at once: test_io_concurrency_degree_is_what_the_effective_config_says.
+    assert stacks("gthread").effective_config()["worker"] == "serving.gthread_worker.BalancedThreadWorker"
 
 
 def test_gevent_serves_hundreds_of_io_requests_per_worker(stacks):
@@ -142,8 +134,8 @@ def test_gevent_serves_hundreds_of_io_requests_per_worker(stacks):
     ms = BURST_IO_MS["gevent"]
     results = fire(f"{stack.url}/work/io?ms={ms}", 300)
     assert max_overlap([r.interval for r in results]) == 300
-    # One round: the slowest client waited about one request's time, not 300.
-    assert max(r.client_seconds for r in results) < 2 * ms / 1000
+    # One round: no request started only after another had finished.
+    assert rounds(results) == 1
 
 
 # --- 2. the CPU limit --------------------------------------------------------

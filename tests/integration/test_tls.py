@@ -7,6 +7,7 @@ by a real proxy named in TRUSTED_PROXY_ADDRESSES: test_trusted_proxies.py."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -14,6 +15,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -139,16 +141,49 @@ def test_tls_1_0_and_1_1_are_refused(tls_stack, version):
     port = int(tls_stack.env["HTTPS_PORT"])
     assert handshake(port, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
     assert handshake(port, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
-    # The client offers it at OpenSSL's lowest security level, where this
-    # client does speak TLS 1.0 to a server that allows it: only nginx refuses.
+    # The client offers it at OpenSSL's lowest security level, where it does
+    # speak it to a server that allows it: only nginx refuses.
+    with permissive_server(version) as control:
+        assert handshake(control, version, "ALL:@SECLEVEL=0") in ("TLSv1", "TLSv1.1")
     with pytest.raises(ssl.SSLError):
         handshake(port, version, "ALL:@SECLEVEL=0")
 
 
-@pytest.mark.parametrize("cipher", ["AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA", "DES-CBC3-SHA"])
+@contextlib.contextmanager
+def permissive_server(version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2):
+    """A server of `version` on 127.0.0.1 with the stack's certificate that
+    takes any cipher, for one handshake: the positive control showing that
+    this client does speak a protocol or a cipher, so that only nginx can be
+    refusing it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = context.maximum_version = version
+    context.set_ciphers("ALL:@SECLEVEL=0")
+    context.load_cert_chain(CERTS / "localhost.pem", CERTS / "localhost-key.pem")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def accept_one():
+            with contextlib.suppress(OSError), listener.accept()[0] as sock:
+                with contextlib.suppress(ssl.SSLError), context.wrap_socket(sock, server_side=True) as tls:
+                    tls.recv(1)
+
+        thread = threading.Thread(target=accept_one, daemon=True)
+        thread.start()
+        yield listener.getsockname()[1]
+        thread.join(timeout=10)
+
+
+#: Without forward secrecy (RSA key exchange), and CBC with SHA-1 MACs: what
+#: this client can still offer at OpenSSL's lowest security level.
+WEAK_CIPHERS = ["AES128-SHA", "AES256-GCM-SHA384", "AES256-SHA256", "ECDHE-RSA-AES128-SHA"]
+
+
+@pytest.mark.parametrize("cipher", WEAK_CIPHERS)
 def test_weak_and_non_forward_secret_ciphers_are_refused(tls_stack, cipher):
+    offered = f"{cipher}:@SECLEVEL=0"
+    with permissive_server() as port:
+        assert handshake(port, ssl.TLSVersion.TLSv1_2, offered) == "TLSv1.2"  # the client speaks it
     with pytest.raises(ssl.SSLError):
-        handshake(int(tls_stack.env["HTTPS_PORT"]), ssl.TLSVersion.TLSv1_2, f"{cipher}:@SECLEVEL=0")
+        handshake(int(tls_stack.env["HTTPS_PORT"]), ssl.TLSVersion.TLSv1_2, offered)
 
 
 def test_testssl_reports_nothing_high_or_worse(tls_stack, tmp_path):
