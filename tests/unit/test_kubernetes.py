@@ -6,7 +6,8 @@ docker-compose.yml, nginx's configuration. No cluster runs here.
 
 kustomize comes from scripts/ensure-kustomize.sh (skipped, with its reason,
 where it cannot be installed); checkov from its own lock and venv
-(requirements/policy.txt, .cache/checkov-venv), created here on first use.
+(requirements/policy.txt), in a venv kept in the user's cache and keyed by
+the lock (a fresh clone reuses it), created here on first use.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import fnmatch
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -37,7 +39,9 @@ KUBERNETES = REPO / "deploy" / "kubernetes"
 OVERLAYS = ("development", "production", "ingress")
 CHECKOV_CONFIG = KUBERNETES / "checkov.yaml"
 POLICY_LOCK = REPO / "requirements" / "policy.txt"
-CHECKOV_VENV = REPO / ".cache" / "checkov-venv"
+#: Outside the checkout, so that a fresh clone (CI's) does not build it again
+#: (about 100 s); one per lock and Python, so that nothing ever updates it.
+CHECKOV_VENVS = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flask-concurrency"
 
 SETTINGS = {variable.name: variable for variable in (*VARIABLES, BUDGET[0], BUDGET[1])}
 APP_SETTINGS = {setting.name: setting for setting in config.VARIABLES}
@@ -445,18 +449,19 @@ def test_ingress_overlay_replaces_nginx_by_an_ingress(objects):
 
 @pytest.fixture(scope="session")
 def checkov() -> Path:
-    """checkov in .cache/checkov-venv, (re)made when requirements/policy.txt changes."""
-    marker = CHECKOV_VENV / ".installed"
+    """checkov in its venv for this requirements/policy.txt and this Python, made on first use."""
     wanted = hashlib.sha256(POLICY_LOCK.read_bytes() + sys.version.encode()).hexdigest()
-    CHECKOV_VENV.parent.mkdir(parents=True, exist_ok=True)
-    with open(CHECKOV_VENV.parent / "checkov-venv.lock", "w") as lock:
+    venv = CHECKOV_VENVS / f"checkov-{wanted[:16]}"
+    marker = venv / ".installed"
+    CHECKOV_VENVS.mkdir(parents=True, exist_ok=True)
+    with open(CHECKOV_VENVS / "checkov-venv.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another pytest run may be making it
-        if not (marker.is_file() and marker.read_text() == wanted):
-            print(f"\n==> creating {CHECKOV_VENV.relative_to(REPO)} from requirements/policy.txt", file=sys.stderr)
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(CHECKOV_VENV)], check=True)
+        if not marker.is_file():
+            print(f"\n==> creating {venv} from requirements/policy.txt", file=sys.stderr)
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
             result = subprocess.run(
                 [
-                    *(str(CHECKOV_VENV / "bin" / "python"), "-m", "pip", "install", "-q"),
+                    *(str(venv / "bin" / "python"), "-m", "pip", "install", "-q"),
                     *("--disable-pip-version-check", "--require-hashes", "--only-binary=:all:"),
                     *("-r", str(POLICY_LOCK)),
                 ],
@@ -466,7 +471,7 @@ def checkov() -> Path:
             )
             assert result.returncode == 0, f"installing requirements/policy.txt failed:\n{result.stderr[-3000:]}"
             marker.write_text(wanted)
-    return CHECKOV_VENV / "bin" / "checkov"
+    return venv / "bin" / "checkov"
 
 
 def run_checkov(checkov: Path, directory: Path, *options: str) -> dict:
