@@ -2,8 +2,10 @@
 single-node swarm: served through nginx, hardened, and updated, scaled and
 rolled back under load without a failed request.
 
-The test initialises a swarm only if the engine is in none, and leaves it
-afterwards; it is skipped, saying why, where the engine cannot run one. One
+The tests need this engine's swarm mode for themselves: they initialise a
+swarm and leave it afterwards. They are skipped, saying why, where the engine
+is already in a swarm (someone's own, which they must not touch) or cannot
+run one. One
 node only: this machine cannot run a second Docker engine (no privileged
 containers), so several nodes are documented, not tested.
 """
@@ -38,21 +40,19 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def swarm():
-    """This engine's swarm, initialised for the module if it was in none."""
+    """A swarm of this engine's own, initialised for the module and left after it."""
     state = docker("info", "-f", "{{.Swarm.LocalNodeState}}").stdout.strip()
-    created = False
-    if state != "active":
-        init = docker("swarm", "init", "--advertise-addr", "127.0.0.1", check=False)
-        if init.returncode != 0:
-            pytest.skip(f"this engine cannot run a swarm: {init.stderr.strip()}")
-        created = True
+    if state != "inactive":
+        pytest.skip(f"this engine is in a swarm already ({state}): the swarm tests need one of their own to leave")
+    init = docker("swarm", "init", "--advertise-addr", "127.0.0.1", check=False)
+    if init.returncode != 0:
+        pytest.skip(f"this engine cannot run a swarm: {init.stderr.strip()}")
     try:
         yield
     finally:
-        if created:
-            # This breaks name resolution in every container started before it
-            # (moby#45144), so the swarm tests run last (conftest.py).
-            docker("swarm", "leave", "--force", check=False)
+        # This breaks name resolution in every container started before it
+        # (moby#45144), so the swarm tests run last (tests/conftest.py).
+        docker("swarm", "leave", "--force", check=False)
 
 
 @pytest.fixture(scope="module")
