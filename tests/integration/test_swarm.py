@@ -4,8 +4,9 @@ rolled back under load without a failed request.
 
 The tests need this engine's swarm mode for themselves: they initialise a
 swarm and leave it afterwards. They are skipped, saying why, where the engine
-is already in a swarm (someone's own, which they must not touch) or cannot
-run one. One
+is already in a swarm (someone's own, which they must not touch), runs
+containers other than the tests' (leaving a swarm breaks their DNS), or
+cannot run one. One
 node only: this machine cannot run a second Docker engine (no privileged
 containers), so several nodes are documented, not tested.
 """
@@ -44,6 +45,17 @@ def swarm():
     state = docker("info", "-f", "{{.Swarm.LocalNodeState}}").stdout.strip()
     if state != "inactive":
         pytest.skip(f"this engine is in a swarm already ({state}): the swarm tests need one of their own to leave")
+    # Leaving the swarm breaks the DNS of every container running on the
+    # engine: a stack someone started (make up) would lose its app.
+    others = [
+        name
+        for name in docker("ps", "--format", '{{.Label "com.docker.compose.project"}}/{{.Names}}').stdout.split()
+        if not name.startswith("flask-concurrency-test")
+    ]
+    if others:
+        pytest.skip(
+            f"containers other than the tests' run on this engine, and leaving a swarm breaks their DNS: {others}"
+        )
     init = docker("swarm", "init", "--advertise-addr", "127.0.0.1", check=False)
     if init.returncode != 0:
         pytest.skip(f"this engine cannot run a swarm: {init.stderr.strip()}")
