@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.operations]
 PATH = "/work/io?ms=20"
 #: Load before and after each event: the event happens under steady traffic,
 #: and requests sent just after it count too.
-SETTLE_SECONDS = 3
+SETTLE_SECONDS = 1.5
 #: A SIGKILLed replica is healthy again and served by nginx within this
 #: (docs/operations.md: "healthy again in under 10 s"; Docker restarts it in
 #: about 2 s, then its health check passes).

@@ -121,14 +121,18 @@ def nginx_errors() -> str:
     return "\n".join(line for line in logs.splitlines() if not line.startswith("{"))[-3000:]
 
 
+#: Load before and after each event, as in the operations tests.
+SETTLE_SECONDS = 1.5
+
+
 def under_load(stack, action):
     load = Load(stack.url + PATH)
     try:
-        time.sleep(3)
+        time.sleep(SETTLE_SECONDS)
         started = time.monotonic()
         outcome = action()
         took = time.monotonic() - started
-        time.sleep(3)
+        time.sleep(SETTLE_SECONDS)
     finally:
         result = load.stop()
     return result, outcome, took
