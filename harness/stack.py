@@ -37,8 +37,11 @@ def base_images(*extra: str) -> dict[str, str]:
     `monitoring`, Prometheus's and the exporter's too; with `bench`, the
     lab's Apache httpd's), resolved by the
     project's own script: the official images, or local stand-ins where none
-    can be pulled. The stack's secrets are made first, as scripts/compose
-    makes them for make's Compose calls."""
+    can be pulled. The Docker engine is made ready first (installed on a
+    fresh machine: `make test` leaves it to the first test that needs it, so
+    that the unit layer reports first), then the stack's secrets, as
+    scripts/compose does for make's Compose calls."""
+    subprocess.run([str(REPO / "scripts" / "ensure-docker.sh")], check=True)
     subprocess.run([str(REPO / "scripts" / "ensure-secrets.sh")], check=True, capture_output=True)
     out = subprocess.run(
         [str(REPO / "scripts" / "ensure-base-images.sh"), *extra], check=True, capture_output=True, text=True
