@@ -246,3 +246,78 @@ def test_the_fork_gets_a_recommendation_and_a_report(tmp_path):
     ).stdout.split()
     assert left == [], f"{len(left)} containers left running"
 
+
+#: A tune's results as the plot reads them: six candidates within a few ms and
+#: req/s of the winner, one far over the target, one at the legend's old place
+#: (the lower right).
+CROWDED = {
+    "meta": {"date": "2026-12-07 18:00 UTC"},
+    "settings": {"p95_ms": 500, "app_cpus": 1},
+    "workload": {"description": "tests/tune/io_shape_locustfile.py, the locustfile's LoadTestShape"},
+    "candidates": [
+        {"key": key, "worker_class": key.split("-")[0]}
+        for key in (
+            "gevent-w1-c1000-p10",
+            "gevent-w1-c1000-p20",
+            "gevent-w1-c500-p10",
+            "gevent-w1-c2000-p10",
+            "gthread-w1-t16-p16",
+            "gthread-w1-t32-p32",
+            "sync-w1-p1",
+            "sync-w3-p1",
+        )
+    ],
+}
+
+
+def _row(key: str, p95: float, rps: float, problems: list[str] | None = None) -> dict:
+    return {
+        "key": key,
+        "p95_ms": p95,
+        "p95_ms_min": p95 * 0.9,
+        "p95_ms_max": p95 * 1.1,
+        "rps": rps,
+        "rps_min": rps * 0.97,
+        "rps_max": rps * 1.03,
+        "problems": problems or [],
+    }
+
+
+CROWDED["verdict"] = {
+    "winner": {"key": "gevent-w1-c1000-p10"},
+    "table": [
+        _row("gevent-w1-c1000-p10", 104, 300),
+        _row("gevent-w1-c1000-p20", 105, 299),
+        _row("gevent-w1-c500-p10", 106, 298),
+        _row("gevent-w1-c2000-p10", 103, 297),
+        _row("gthread-w1-t32-p32", 108, 296),
+        _row("gthread-w1-t16-p16", 210, 150),
+        _row("sync-w3-p1", 1150, 28, ["p95 1150 ms > 500 ms"]),
+        _row("sync-w1-p1", 9800, 9, ["p95 9800 ms > 500 ms"]),
+    ],
+}
+
+
+def _overlap(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@pytest.mark.parametrize("name", ["crowded", "io-shape"])
+def test_the_plot_has_no_label_over_another_nothing_under_its_legend_and_a_log_latency_axis(oracle, name):
+    results = CROWDED if name == "crowded" else oracle[name]["results"]
+    drawn = json.loads(report.render(results, "--boxes"))
+    labels, legend, axes = drawn["labels"], drawn["legend"], drawn["axes"]
+    assert sorted(labels) == sorted(row["key"] for row in results["verdict"]["table"])
+    for key, box in labels.items():
+        others = [other for k, other in labels.items() if k != key]
+        assert not any(_overlap(box, other) for other in others), key
+        assert not _overlap(box, legend) and not _overlap(box, drawn["target"]), key
+        assert not any(_overlap(box, marker) for marker in drawn["markers"]), key
+        assert axes[0] <= box[0] and box[2] <= axes[2] and axes[1] <= box[1] and box[3] <= axes[3], key
+    assert not any(_overlap(legend, marker) for marker in drawn["markers"])
+    assert drawn["xscale"] == "log"
+    if name == "crowded":
+        # From the lowest p95 (103 ms) to the 500 ms target: a quarter of the
+        # axis at least, where a linear one to 10 s gave it a fiftieth.
+        lowest = min(drawn["x_pixels"].values())
+        assert (drawn["target_x"] - lowest) / (axes[2] - axes[0]) > 1 / 4

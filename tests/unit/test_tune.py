@@ -15,7 +15,7 @@ import yaml
 
 from bench.lab import LabError
 from bench.tune import candidates as cands
-from bench.tune import compose, run, settings, tuner
+from bench.tune import compose, plot, run, settings, tuner
 from bench.tune.candidates import Candidate, Limits
 from bench.tune.verdict import TIE_FLOOR, TIE_FLOOR_ONE_RUN, Objective, decide, figures
 from harness.stack import REPO
@@ -404,3 +404,28 @@ def test_the_report_says_which_runs_a_shape_ended_early_and_for_how_long(tmp_pat
 def test_a_locustfile_that_cannot_run_is_one_line_naming_why(returncode, stdout, stderr, problem):
     assert run.locustfile_problem(returncode, stdout, stderr) == problem
 
+
+def test_labels_go_beside_their_points_and_over_nothing_else():
+    # Six markers within a few pixels of each other (the winner's
+    # neighbours), one alone, a legend-sized obstacle beside the crowd.
+    crowd = [(400.0 + 3 * i, 300.0 + 2 * i) for i in range(6)]
+    points = [*crowd, (100.0, 100.0)]
+    markers = [(x - 5, y - 5, x + 5, y + 5) for x, y in points]
+    sizes = [(90.0, 10.0)] * len(points)
+    legend = (420.0, 260.0, 520.0, 330.0)
+    area = (50.0, 50.0, 750.0, 450.0)
+    boxes = plot.place_labels(markers, sizes, [legend], area)
+    for i, box in enumerate(boxes):
+        assert plot.inside(box, area), box
+        assert (box[2] - box[0], box[3] - box[1]) == sizes[i]
+        assert not any(plot.overlaps(box, other) for other in [*markers, legend]), box
+        assert not any(plot.overlaps(box, other) for other in boxes[:i] + boxes[i + 1 :]), box
+    # Near their points: the lone one right beside its marker, the crowd's
+    # within a few label heights.
+    assert boxes[-1] == (105.0 + plot.GAP, 95.0, 195.0 + plot.GAP, 105.0)
+    assert all(plot._distance(point, box) < 6 * 10.0 for point, box in zip(points, boxes, strict=True))
+
+
+def test_a_label_with_no_room_is_refused_not_drawn_over_another():
+    with pytest.raises(ValueError, match="no room for a label"):
+        plot.place_labels([(8.0, 8.0, 12.0, 12.0)] * 2, [(80.0, 15.0)] * 2, [], (0.0, 0.0, 100.0, 20.0))
