@@ -184,6 +184,7 @@ lock: $(VENV)/.installed ## Re-pin requirements/*.txt, loadtest/ and bench/loadg
 # because Compose resolves a relative one against loadtest/.
 LOADTEST_REPORTS_DIR := $(abspath $(or $(LOADTEST_REPORTS_DIR),loadtest/reports))
 export LOADTEST_REPORTS_DIR
+
 loadtest: ## Load-test the stack headless (30 s), print the summary, exit 1 if a threshold fails
 	@$(MAKE) --no-print-directory loadtest-reports
 	@# Starts the stack if it is down; a running one is left exactly as it is

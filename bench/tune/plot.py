@@ -96,6 +96,8 @@ def _figure(results: dict):
     target = results["settings"]["p95_ms"]
     rows = results["verdict"]["table"]
     points = []
+    #: Each point's whiskers: p95's min-max, throughput's min-max.
+    whiskers = []
     #: The x axis's reach: every whisker, and the target.
     reach = [target]
     for row in rows:
@@ -116,6 +118,7 @@ def _figure(results: dict):
             capsize=2,
         )
         points.append((row["key"], x, y, size))
+        whiskers.append(((min(low, x), max(high, x)), (row["rps_min"], row["rps_max"])))
     ax.set_xscale("log")
     ax.set_xlim(min(reach) / 1.3, max(reach) * 1.3)
     top = max([row["rps_max"] for row in rows] + [1])
@@ -162,6 +165,12 @@ def _figure(results: dict):
     area = tuple(ax.get_window_extent(renderer).bounds)
     area = (area[0], area[1], area[0] + area[2], area[1] + area[3])
     obstacles = [tuple(target_text.get_window_extent(renderer).extents)]
+    # The whiskers too, a pixel either side of their lines: a label over
+    # them is hard to read.
+    for (cx, cy), ((x0, x1), (y0, y1)) in zip(centres, whiskers, strict=True):
+        left, right = to_pixels((x0, 1))[0], to_pixels((x1, 1))[0]
+        bottom, top_px = to_pixels((x0, y0))[1], to_pixels((x0, y1))[1]
+        obstacles += [(left, cy - 1, right, cy + 1), (cx - 1, bottom, cx + 1, top_px)]
     # The winner's label first, nearest its point; then by throughput.
     order = sorted(range(len(points)), key=lambda i: (points[i][0] != winner, -points[i][2]))
     boxes = place_labels([markers[i] for i in order], [sizes[i] for i in order], obstacles, area)
@@ -200,12 +209,14 @@ def boxes(results: dict) -> dict:
     """Where the renderer drew the labels, the legend, the target's label, the
     markers and the axes (display pixels, x0 y0 x1 y1), and the x axis's scale."""
     import matplotlib.pyplot as plt
+    from matplotlib.text import Text
 
     fig, ax, legend, target_text, labels, markers = _figure(results)
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     out = {
-        "labels": {label.get_text(): list(label.get_window_extent(renderer).extents) for label in labels},
+        # The text's own box: an annotation's would take in its leader line.
+        "labels": {label.get_text(): list(Text.get_window_extent(label, renderer).extents) for label in labels},
         "legend": list(legend.get_window_extent(renderer).extents),
         "target": list(target_text.get_window_extent(renderer).extents),
         "markers": [list(m) for m in markers],

@@ -315,6 +315,8 @@ def test_the_plot_has_no_label_over_another_nothing_under_its_legend_and_a_log_l
         assert not any(_overlap(box, marker) for marker in drawn["markers"]), key
         assert axes[0] <= box[0] and box[2] <= axes[2] and axes[1] <= box[1] and box[3] <= axes[3], key
     assert not any(_overlap(legend, marker) for marker in drawn["markers"])
+    figure = drawn["figure"]
+    assert figure[0] <= legend[0] and legend[2] <= figure[2] and figure[1] <= legend[1] and legend[3] <= figure[3]
     assert drawn["xscale"] == "log"
     if name == "crowded":
         # From the lowest p95 (103 ms) to the 500 ms target: a quarter of the
