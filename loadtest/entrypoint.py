@@ -176,8 +176,15 @@ def run_collecting(args: list[str], who: Identity, name: str) -> int:
     child = subprocess.Popen(args, user=who.uid, group=who.gid, extra_groups=[])  # noqa: S603 - locust, our args
 
     def forward(signum, _frame):
-        if signum != signal.SIGINT or not os.isatty(sys.stdin.fileno()):
+        if signum == signal.SIGINT and os.isatty(sys.stdin.fileno()):
+            return
+        # Root without CAP_KILL signals only its own uid's processes: for
+        # the moment it takes, locust's (the saved uid, 0, brings root back).
+        os.seteuid(who.uid)
+        try:
             child.send_signal(signum)
+        finally:
+            os.seteuid(0)
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, forward)
