@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.stack import REPO, free_port
+from harness.stack import REPO, TEST_IMAGES, free_port
 from tests.integration.test_fork import copy_checkout
 
 pytestmark = pytest.mark.loadtest
@@ -199,7 +199,7 @@ def test_the_readmes_command_leaves_its_reports_in_the_checkout_owned_by_its_own
     # The session's stack, which is up, and the tests' image of the load test.
     env.update(
         COMPOSE_PROJECT_NAME=stack.project,
-        COMPOSE_FILE="docker-compose.yml:harness/test-images.yml",
+        COMPOSE_FILE=f"docker-compose.yml:{TEST_IMAGES}",
         **SHORT,
     )
     result = subprocess.run(

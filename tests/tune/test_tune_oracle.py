@@ -173,6 +173,8 @@ def test_a_shape_that_ends_early_is_measured_for_as_long_as_it_ran_and_the_repor
 def test_a_locustfile_that_cannot_run_stops_the_tune_with_one_line_naming_it(oracle, tmp_path):
     broken = tmp_path / "broken_locustfile.py"
     broken.write_text("import locust\nimport nowhere_to_be_found\n")
+    # Readable by the generator's user, as a profile's directory is (pytest's are 0700).
+    tmp_path.chmod(0o755)
     env = {**os.environ, "TUNE_LOCUSTFILE": str(broken), "TUNE_DATABASE": "no", "TUNE_APP_CPUS": APP_CPUS}
     result = subprocess.run(
         [sys.executable, "-m", "bench.tune", "--quick", "--no-build", "--out", str(tmp_path / "out")]
