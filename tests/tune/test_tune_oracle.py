@@ -90,6 +90,10 @@ def oracle(tmp_path_factory):
         early = lab.run(config_for(lab.candidates[0], True), lab.workloads[0], 1)
         outcomes["early"] = {"run": early, "planned_s": settings.run_seconds + settings.spawn_seconds}
         outcomes["early"]["notes"] = tuner.early_notes([early], settings)
+        print(
+            f"--- early: {early['requests']} requests, {early['rps']:.1f} req/s; "
+            + "; ".join(outcomes["early"]["notes"])
+        )
     finally:
         lab.down()
     print(f"oracle: {time.monotonic() - started:.0f} s in all")
