@@ -188,10 +188,10 @@ def early_notes(runs: list[dict], settings: TuneSettings) -> list[str]:
     if not early:
         return []
     planned = settings.run_seconds + settings.spawn_seconds
+    after = f"{min(early):g}" if min(early) == max(early) else f"{min(early):g}–{max(early):g}"
     return [
         f"the locustfile's LoadTestShape ended the load before the run's end in {len(early)} of {len(runs)} runs, "
-        f"after {min(early):g}–{max(early):g} s of the {planned} s planned: those runs are measured over the "
-        "seconds they ran"
+        f"after {after} s of the {planned} s planned: those runs are measured over the seconds they ran"
     ]
 
 

@@ -171,7 +171,7 @@ def test_a_shape_that_ends_early_is_measured_for_as_long_as_it_ran_and_the_repor
     # Its throughput is over the seconds it ran, not the run's planned ones.
     assert run["rps"] == pytest.approx(run["requests"] / run["seconds"])
     (note,) = early["notes"]
-    assert f"in 1 of 1 runs, after {run['ended_early_s']:g}–{run['ended_early_s']:g} s" in note
+    assert f"in 1 of 1 runs, after {run['ended_early_s']:g} s of the {early['planned_s']} s planned" in note
 
 
 def test_a_locustfile_that_cannot_run_stops_the_tune_with_one_line_naming_it(oracle, tmp_path):

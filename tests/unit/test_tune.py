@@ -385,6 +385,8 @@ def test_the_report_says_which_runs_a_shape_ended_early_and_for_how_long(tmp_pat
     runs = [{"ended_early_s": 2.1}, {}, {"ended_early_s": 2.4}]
     (note,) = tuner.early_notes(runs, loaded)
     assert "in 2 of 3 runs, after 2.1–2.4 s of the 5 s planned" in note
+    (one,) = tuner.early_notes([{"ended_early_s": 2.0}], loaded)
+    assert "in 1 of 1 runs, after 2 s of the 5 s planned" in one
     assert tuner.early_notes([{}, {}], loaded) == []
 
 
