@@ -189,14 +189,9 @@ lock: $(VENV)/.installed ## Re-pin requirements/*.txt, loadtest/ and bench/loadg
 # because Compose resolves a relative one against loadtest/.
 LOADTEST_REPORTS_DIR := $(abspath $(or $(LOADTEST_REPORTS_DIR),loadtest/reports))
 export LOADTEST_REPORTS_DIR
-# The uid locust runs as: yours, so the reports are yours; as root, the
-# image's own unprivileged 10001 (root reads its files anyway).
-LOADTEST_UID := $(shell [ "$$(id -u)" = 0 ] && echo 10001 || id -u)
-LOADTEST_GID := $(shell [ "$$(id -u)" = 0 ] && echo 10001 || id -g)
-LOADTEST_AS := LOCUST_UID=$(LOADTEST_UID) LOCUST_GID=$(LOADTEST_GID)
 
 loadtest: ## Load-test the stack headless (30 s), print the summary, exit 1 if a threshold fails
-	@$(MAKE) --no-print-directory loadtest-reports LOADTEST_WRITER=$(LOADTEST_UID)
+	@$(MAKE) --no-print-directory loadtest-reports
 	@# Starts the stack if it is down; a running one is left exactly as it is
 	@# (no `up`, which would recreate a container whose settings differ from
 	@# this shell's, or scale the app back): the test measures the stack.
@@ -205,26 +200,22 @@ loadtest: ## Load-test the stack headless (30 s), print the summary, exit 1 if a
 	@# master by its service name (--use-aliases) and stop with it.
 	@rc=0; \
 	  if [ "$${LOCUST_WORKERS:-0}" != 0 ]; then \
-	    $(LOADTEST_AS) $(COMPOSE) --profile loadtest up -d --no-deps loadtest-worker || rc=$$?; fi; \
-	  [ $$rc != 0 ] || $(LOADTEST_AS) $(COMPOSE) run --rm --no-deps --use-aliases loadtest || rc=$$?; \
+	    $(COMPOSE) --profile loadtest up -d --no-deps loadtest-worker || rc=$$?; fi; \
+	  [ $$rc != 0 ] || $(COMPOSE) run --rm --no-deps --use-aliases loadtest || rc=$$?; \
 	  $(COMPOSE) --profile loadtest rm -fsv loadtest-worker >/dev/null 2>&1 || true; \
 	  exit $$rc
 
 loadtest-ui: ## Serve locust's web UI on http://127.0.0.1:8089 (LOADTEST_UI_PORT); Ctrl-C stops it
-	@$(MAKE) --no-print-directory loadtest-reports LOADTEST_WRITER=$(LOADTEST_UID)
+	@$(MAKE) --no-print-directory loadtest-reports
 	@echo "locust's web UI: http://127.0.0.1:$${LOADTEST_UI_PORT:-8089}/ (Ctrl-C stops it)"
 	@[ -n "$$($(COMPOSE) ps -q --status running nginx)" ] || $(MAKE) --no-print-directory up
-	@$(LOADTEST_AS) $(COMPOSE) run --rm --no-deps --service-ports loadtest-ui
+	@$(COMPOSE) run --rm --no-deps --service-ports loadtest-ui
 
-# The reports directory, writable by whoever locust runs as (LOADTEST_WRITER):
-# by default the image's 10001, which a plain `docker compose run loadtest`
-# uses. Only when that is not the directory's owner is it made sticky and
-# world-writable, like /tmp: every run writes new files, none overwrites.
-LOADTEST_WRITER ?= 10001
+# The reports directory, made by you before Docker would make it as root for
+# the bind mount: the container takes its owner's uid, so the reports are
+# yours (loadtest/entrypoint.py).
 loadtest-reports:
 	@mkdir -p $(LOADTEST_REPORTS_DIR)
-	@if [ "$$(ls -nd $(LOADTEST_REPORTS_DIR) | awk '{print $$3}')" != "$(LOADTEST_WRITER)" ]; then \
-	  chmod 1777 $(LOADTEST_REPORTS_DIR); fi
 
 # --- the concurrency lab (docs/benchmarks/README.md) ---------------------------
 # Every serving configuration measured side by side, in containers

@@ -60,9 +60,6 @@ NAME_DB_ITEM = "/db/items/[id]"
 #: Milliseconds asked of /db/sleep (a wait inside the database).
 DB_MS = (10, 20, 50)
 
-#: Where the reports directory is mounted (loadtest/entrypoint.py).
-REPORTS_MOUNT = "/reports"
-
 
 class StackUser(FastHttpUser):
     """One visitor: mostly fast requests, some waiting on I/O, a few burning
@@ -368,7 +365,10 @@ def print_verdict(exit_code, **_kwargs):
     are and the line to look for in a CI log."""
     console = logging.getLogger("locust.stats_logger")
     for prefix in verdict["reports"]:
-        console.info("Reports: %s.html, %s_stats.csv, %s_summary.json", prefix, prefix, prefix)
+        if prefix:
+            console.info("Reports: %s.html, %s_stats.csv, %s_summary.json", prefix, prefix, prefix)
+        else:
+            console.info("Reports: none kept (the reports directory is not writable: see the warning above)")
     problems = "; ".join(verdict["problems"])
     if not verdict["headless"]:
         if problems:
@@ -408,9 +408,9 @@ def write_summary(environment, results, problems) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")
-    # As the host sees them.
-    host_dir = os.environ.get("LOADTEST_REPORTS_DIR", "").rstrip("/")
-    verdict["reports"] = [options.csv_prefix.replace(REPORTS_MOUNT, host_dir, 1) if host_dir else options.csv_prefix]
+    # As the host names them (loadtest/entrypoint.py): LOADTEST_REPORTS_SHOWN,
+    # empty when the run keeps none; locust's own prefix when run otherwise.
+    verdict["reports"] = [os.environ.get("LOADTEST_REPORTS_SHOWN", options.csv_prefix)]
 
 
 def _figures(entry) -> dict:

@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def announce(settings: TuneSettings) -> str:
     s = settings
     load_line = (
-        "the locustfile's LoadTestShape (TUNE_USERS and TUNE_SPAWN_RATE do not apply)"
+        "the locustfile's LoadTestShape, stopped at each run's end whatever it returns "
+        "(TUNE_USERS and TUNE_SPAWN_RATE do not apply)"
         if s.shape
         else f"{s.users} users (TUNE_USERS) spawned at {s.spawn_rate:g}/s (TUNE_SPAWN_RATE); "
         "defaults: loadtest/locust.conf's"
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.no_build:
             lab.build(app=args.app_image is None)
+        lab.check_locustfile()
         limits, database = limits_for(lab, settings)
         tune = Tune(lab, settings, limits, started)
         tune.measure()

@@ -119,18 +119,23 @@ def write(results: dict, out_dir: Path) -> list[Path]:
     return [md_path, json_path]
 
 
-def plot(results: dict, out_dir: Path) -> Path:
-    """tune.png, drawn in a throwaway container of the lab's load-generator
-    image without a network, this module's plot.py mounted read-only."""
+def render(results: dict, *args: str) -> bytes:
+    """plot.py's output (the PNG; with --boxes, where it drew what), from a
+    throwaway container of the lab's load-generator image without a
+    network, plot.py mounted read-only."""
     serialisable = {k: v for k, v in results.items() if not k.startswith("_")}
-    png = subprocess.run(
+    return subprocess.run(
         ["docker", "run", "--rm", "-i", "--network", "none", "--read-only", "--tmpfs", "/tmp"]
-        + ["-v", f"{PLOT_SCRIPT}:/opt/tune/plot.py:ro", PLOT_IMAGE, "python3", "/opt/tune/plot.py"],
+        + ["-v", f"{PLOT_SCRIPT}:/opt/tune/plot.py:ro", PLOT_IMAGE, "python3", "/opt/tune/plot.py", *args],
         input=json.dumps(serialisable).encode(),
         capture_output=True,
         timeout=180,
         check=True,
     ).stdout
+
+
+def plot(results: dict, out_dir: Path) -> Path:
+    """tune.png."""
     path = out_dir / "tune.png"
-    path.write_bytes(png)
+    path.write_bytes(render(results))
     return path

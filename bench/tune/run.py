@@ -7,6 +7,7 @@ the lab's CPU figures."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from bench.lab import Lab, LabError
 from bench.matrix import Config, Profile, Workload
 from bench.tune import compose
 from bench.tune.candidates import Candidate
-from bench.tune.settings import TuneSettings
+from bench.tune.settings import TuneError, TuneSettings
 from harness.stack import Stack
 from serving.budget import LIMITS
 
@@ -48,7 +49,7 @@ def config_for(candidate: Candidate, database: bool) -> Config:
 
 def workload_for(settings: TuneSettings) -> Workload:
     load = (
-        "the locustfile's LoadTestShape"
+        "the locustfile's LoadTestShape, stopped at each run's end"
         if settings.shape
         else f"{settings.users} users spawned at {settings.spawn_rate:g}/s"
     )
@@ -72,10 +73,42 @@ def profile_for(settings: TuneSettings, repetitions: int) -> Profile:
     )
 
 
+#: Seconds locust takes to start (its imports, the locustfile's) before the
+#: load begins: the bound counts from the moment locust starts.
+STARTUP_S = 2
+#: Seconds locust has, after the SIGINT at the run's end, to stop its users
+#: and print its summary before it is killed.
+STOP_S = 30
+#: timeout(1)'s exit status when the time ran out and it stopped the command.
+STOPPED = 124
+#: What locust exits with when it ended by itself: 0, or 1 when a request
+#: failed or the locustfile's own thresholds did (the figures say how).
+ENDED = (0, 1)
+#: A shape run that ended this much before its planned seconds ended early.
+EARLY_SLACK_S = 1.0
+
+
+def bound_seconds(seconds: int, spawn_seconds: int) -> int:
+    """When a run is stopped, counted from locust's start."""
+    return seconds + spawn_seconds + STARTUP_S
+
+
 def locust_command(settings: TuneSettings, seconds: int, spawn_seconds: int) -> list[str]:
     """locust in the load test's image, on the profile's locustfile, headless,
-    its summary as JSON; bounded by the run time whatever the profile says."""
+    its summary as JSON; bounded by timeout(1), whatever the locustfile does.
+
+    locust ignores --run-time when the locustfile has a LoadTestShape, and a
+    shape's tick() may never return None: at the run's end timeout sends
+    SIGINT, on which locust stops its users and prints its summary as on
+    Ctrl-C (its SIGTERM handler is installed only after a shape's run), and
+    kills it STOP_S later if it has not stopped. --run-time is passed still:
+    without a shape it ends the load on locust's own clock, a little before
+    the SIGINT; and a locustfile may require one (the load test's own does)."""
     command = [
+        "timeout",
+        "--signal=INT",
+        f"--kill-after={STOP_S}",
+        f"{bound_seconds(seconds, spawn_seconds)}s",
         "locust",
         "-f",
         f"{compose.PROFILE_MOUNT}/{settings.locustfile.name}",
@@ -95,6 +128,40 @@ def locust_command(settings: TuneSettings, seconds: int, spawn_seconds: int) -> 
         # The figures count from the moment every user is running.
         command += ["--users", str(settings.users), "--spawn-rate", f"{settings.spawn_rate:g}", "--reset-stats"]
     return command
+
+
+def stopped_by_us(returncode: int, stderr: str) -> bool:
+    """Whether the tune stopped locust at the run's end (True) or locust ended
+    by itself (False); LabError when it did neither."""
+    if returncode == STOPPED:
+        return True
+    if returncode in ENDED:
+        return False
+    # Killed: docker exec says 137, as a shell does; a direct child, -9.
+    if returncode in (128 + 9, -9):
+        raise LabError(f"locust did not stop within {STOP_S} s of the SIGINT at the run's end, and was killed")
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    raise LabError(f"locust exited {returncode}: {lines[-1] if lines else 'nothing on stderr'}")
+
+
+def ended_early(shape: bool, stopped: bool, ran_s: float, planned_s: float) -> bool:
+    """A shape run that locust ended itself (the shape's tick() returned None)
+    before the run's planned seconds. Without a shape, locust ends the run
+    itself at --run-time: that is the plan."""
+    return shape and not stopped and ran_s < planned_s - EARLY_SLACK_S
+
+
+def locustfile_problem(returncode: int, stdout: str, stderr: str) -> str | None:
+    """What keeps a locustfile from running, from `locust --list`'s output:
+    it did not load (the last line locust printed, an import error's), or it
+    has no User class to run; None when it can run."""
+    if returncode != 0:
+        lines = [line.strip() for line in (stderr + stdout).splitlines() if line.strip()]
+        return f"does not load: {lines[-1] if lines else f'locust exited {returncode}'}"
+    _, listed, users = stdout.partition("Available Users:")
+    if not listed or not users.split():
+        return "defines no User class: locust has no user to run"
+    return None
 
 
 def parse_stats(stdout: str) -> list[dict]:
@@ -229,6 +296,10 @@ class TuneLab(Lab):
 
     def _run_locust(self, config: Config, workload: Workload) -> tuple[dict, Snapshot, Snapshot, float]:
         result, before, after, load_seconds = super()._run_locust(config, workload)
+        if self.settings.shape and result["seconds"]:
+            # A shape's load lasts until the tune stops it, or until it ends
+            # itself: its seconds are the span of its requests.
+            load_seconds = result["seconds"]
         a, b = before.cpu_ns.get("db"), after.cpu_ns.get("db")
         if a is not None and b is not None:
             used = (b - a) / 1e9
@@ -237,13 +308,41 @@ class TuneLab(Lab):
 
     def locust(self, config: Config, workload: Workload, seconds: int, spawn_seconds: int) -> dict:
         command = locust_command(self.settings, seconds, spawn_seconds)
-        result = self._docker_exec(config.generator, command, timeout=seconds + spawn_seconds + 60)
-        # locust exits 1 when a request failed or the locustfile's own
-        # thresholds did; the figures say how.
-        if result.returncode not in (0, 1):
-            raise LabError(f"locust exited {result.returncode}: {result.stderr.decode(errors='replace')[-800:]}")
+        result = self._docker_exec(
+            config.generator, command, timeout=bound_seconds(seconds, spawn_seconds) + STOP_S + 60
+        )
+        stopped = stopped_by_us(result.returncode, result.stderr.decode(errors="replace"))
         stats = parse_stats(result.stdout.decode(errors="replace"))
-        return generators.summarize_locust(stats, workload.concurrency, seconds)
+        figures = generators.summarize_locust(stats, workload.concurrency, seconds)
+        figures["stopped"] = stopped
+        planned = seconds + spawn_seconds
+        if ended_early(self.settings.shape, stopped, figures["seconds"], planned):
+            # Measured for as long as it ran: its requests over its seconds.
+            figures["ended_early_s"] = round(figures["seconds"], 1)
+        return figures
+
+    def check_locustfile(self) -> None:
+        """Stop the tune before any candidate starts, with one line, when the
+        profile's locustfile cannot run: `locust --list` in a throwaway
+        container of the load test's image, without a network."""
+        s = self.settings
+        # The overlay first: the tear-down after this check's refusal reads it.
+        self.write_overlay()
+        result = subprocess.run(
+            ["docker", "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp"]
+            + ["--user", compose.generator_user(), "--entrypoint", "locust"]
+            + ["-v", f"{s.locustfile.parent}:{compose.PROFILE_MOUNT}:ro", compose.LOADTEST_IMAGE]
+            + ["-f", f"{compose.PROFILE_MOUNT}/{s.locustfile.name}", "--list"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode == 125:
+            # docker's own failure (no image, no daemon), not the locustfile's.
+            raise LabError(f"the load test's image did not start: {result.stderr.strip()[-500:]}")
+        if problem := locustfile_problem(result.returncode, result.stdout, result.stderr):
+            raise TuneError(f"TUNE_LOCUSTFILE={s.shown_locustfile} {problem}")
 
     def memory_mib(self, service: str) -> float | None:
         result = self._docker_exec(service, ["sh", "-c", _MEMORY_INSIDE], 30)

@@ -148,6 +148,8 @@ class Tune:
         other = result.get("other_cpu")
         if other is not None and other > 0.25 * (os.cpu_count() or 1):
             flags.append(f"machine busy: other CPU {other:.2f} cores")
+        if result.get("ended_early_s") is not None:
+            flags.append(f"the shape ended the load after {result['ended_early_s']:g} s")
         eta = (total - done) * self.per_run_s()
         return (
             f"[{done:3d}/{total}] pass {self.passes} {candidate.key:24s} {result['rps']:8.1f} req/s  "
@@ -159,7 +161,7 @@ class Tune:
 
     def results(self, database: dict | None) -> dict:
         verdict = decide(self.runs, self.tried, self.objective, host_cores=os.cpu_count())
-        verdict.notes[:0] = self.notes
+        verdict.notes[:0] = self.notes + early_notes(self.runs, self.settings)
         return {
             "meta": {
                 "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -177,6 +179,20 @@ class Tune:
             "verdict": asdict(verdict),
             "_verdict": verdict,
         }
+
+
+def early_notes(runs: list[dict], settings: TuneSettings) -> list[str]:
+    """What the report says of runs whose LoadTestShape ended the load before
+    the run's end: they are measured over the seconds they ran."""
+    early = [r["ended_early_s"] for r in runs if r.get("ended_early_s") is not None]
+    if not early:
+        return []
+    planned = settings.run_seconds + settings.spawn_seconds
+    after = f"{min(early):g}" if min(early) == max(early) else f"{min(early):g}–{max(early):g}"
+    return [
+        f"the locustfile's LoadTestShape ended the load before the run's end in {len(early)} of {len(runs)} runs, "
+        f"after {after} s of the {planned} s planned: those runs are measured over the seconds they ran"
+    ]
 
 
 def commit() -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.stack import REPO, free_port
+from harness.stack import REPO, TEST_IMAGES, free_port
+from tests.integration.test_fork import copy_checkout
 
 pytestmark = pytest.mark.loadtest
 
@@ -36,21 +37,12 @@ def loadtest(stack):
     def run(tmp_path: Path, *run_args: str, workers: int = 0, writable: bool = True, **env: str):
         reports = tmp_path / "reports"
         reports.mkdir()
-        # As the test's own user, or the image's 10001 instead of root (which
-        # the directory must then let write).
-        uid, gid = (os.getuid(), os.getgid()) if os.getuid() != 0 else (10001, 10001)
+        # The test's own, as make loadtest makes it; the container takes its
+        # owner's uid (or, the test being root, collects root's reports).
         if not writable:
-            uid, gid = (os.getuid() + 1 or 10001), (os.getgid() + 1 or 10001)
-            reports.chmod(0o755)
-        elif uid == 10001:
-            reports.chmod(0o1777)
-        env = {
-            "LOADTEST_REPORTS_DIR": str(reports),
-            "LOCUST_UID": str(uid),
-            "LOCUST_GID": str(gid),
-            "LOCUST_WORKERS": str(workers),
-            **env,
-        }
+            # Not even its owner may write there.
+            reports.chmod(0o555)
+        env = {"LOADTEST_REPORTS_DIR": str(reports), "LOCUST_WORKERS": str(workers), **env}
         if workers:
             started = stack.compose("--profile", "loadtest", "up", "-d", "--no-deps", "loadtest-worker", env=env)
             assert started.returncode == 0, started.stderr
@@ -149,8 +141,11 @@ def test_loadtest_services_are_hardened_and_reach_only_nginx(stack):
         assert service["profiles"] == ["loadtest"], name
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
+        # Root only to take the reports directory's owner's uid, and only
+        # what that takes (loadtest/entrypoint.py); locust itself never runs
+        # as root (tests/unit/test_loadtest_entrypoint.py).
+        assert service["user"] == "0:0" and sorted(service["cap_add"]) == ["SETGID", "SETUID"], name
         assert "no-new-privileges:true" in service["security_opt"], name
-        assert not service["user"].startswith("0"), name
         assert list(service["networks"]) == ["edge"], name
     # Depending on nothing of the stack: Compose would converge it first
     # (test_operations.py checks that a run leaves the stack as it was).
@@ -161,13 +156,74 @@ def test_loadtest_services_are_hardened_and_reach_only_nginx(stack):
 
 
 def test_a_reports_directory_it_cannot_write_costs_the_reports_not_the_run(loadtest, tmp_path):
-    # A fresh clone's loadtest/reports belongs to whoever cloned it, not to
-    # the image's user: `docker compose run loadtest` still measures and gates.
+    # A reports directory not even its owner may write: the run still
+    # measures and gates, and names no report it did not keep.
     result, reports = loadtest(tmp_path, writable=False, **SHORT)
     assert result.returncode == 0, result.output
     assert "Load test passed" in result.output
-    assert "not writable by uid" in result.output and "make loadtest" in result.output
+    assert "not writable by uid" in result.output and "chmod u+w loadtest/reports" in result.output
+    assert "Reports: none kept" in result.output
     assert list(reports.iterdir()) == []
+
+
+def _checkout_owned_by(root: Path, uid: int, gid: int) -> None:
+    """A scratch copy of the checkout, owned by uid:gid, as a clone of that
+    user's is. Not root, the test cannot chown: Docker's root does it (the
+    load test's image, as root, for this once)."""
+    copy_checkout(root)
+    if os.getuid() == 0:
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, uid, gid, follow_symlinks=False)
+    elif (uid, gid) != (os.getuid(), os.getgid()):
+        subprocess.run(
+            ["docker", "run", "--rm", "--user", "0:0", "--entrypoint", "chown", "-v", f"{root}:/checkout"]
+            + [LOADTEST_IMAGE, "-R", f"{uid}:{gid}", "/checkout"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+
+@pytest.mark.parametrize("owner", [(1000, 1000), (0, 0)], ids=["uid-1000", "root"])
+def test_the_readmes_command_leaves_its_reports_in_the_checkout_owned_by_its_owner(loadtest, stack, tmp_path, owner):
+    """`docker compose run --rm loadtest`, as the README writes it, with no
+    variable for the reports, in a checkout owned by uid 1000, then by root,
+    after the stack is up: the HTML, CSV and JSON reports are in its
+    loadtest/reports/, owned by the checkout's owner, and named there."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    _checkout_owned_by(checkout, *owner)
+    env = {
+        name: value for name, value in os.environ.items() if not name.startswith(("COMPOSE_", "LOCUST_", "LOADTEST_"))
+    }
+    # The session's stack, which is up, and the tests' image of the load test.
+    env.update(
+        COMPOSE_PROJECT_NAME=stack.project,
+        COMPOSE_FILE=f"docker-compose.yml:{TEST_IMAGES}",
+        **SHORT,
+    )
+    result = subprocess.run(
+        ["docker", "compose", "run", "--rm", "loadtest"],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Load test passed" in output
+    reports = checkout / "loadtest" / "reports"
+    html, csv_file, summary = (only(reports, f"loadtest-*{end}") for end in (".html", "_stats.csv", "_summary.json"))
+    for path in (html, csv_file, summary):
+        assert (path.stat().st_uid, path.stat().st_gid) == owner, path
+    assert json.loads(summary.read_text())["passed"] is True
+    # Named where the host has them, relative to the checkout.
+    name = html.name.removesuffix(".html")
+    (line,) = [line for line in output.splitlines() if "Reports:" in line]
+    assert f"Reports: ./loadtest/reports/{name}.html, ./loadtest/reports/{name}_stats.csv," in line
+    print(subprocess.run(["ls", "-ln", str(reports)], capture_output=True, text=True, check=True).stdout)
 
 
 def test_the_readmes_loadtest_command_works_in_a_fresh_clone_right_after_make_up(tmp_path):
@@ -178,7 +234,6 @@ def test_the_readmes_loadtest_command_works_in_a_fresh_clone_right_after_make_up
     removed first, so that an earlier build cannot stand in for that."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=120)
-    (clone / "loadtest" / "reports").chmod(0o1777)  # the image's user writes there
     env = {
         name: value
         for name, value in os.environ.items()

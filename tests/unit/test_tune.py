@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import yaml
 
+from bench.lab import LabError
 from bench.tune import candidates as cands
-from bench.tune import compose, run, settings
+from bench.tune import compose, plot, run, settings, tuner
 from bench.tune.candidates import Candidate, Limits
 from bench.tune.verdict import TIE_FLOOR, TIE_FLOOR_ONE_RUN, Objective, decide, figures
 from harness.stack import REPO
@@ -243,6 +245,8 @@ def test_a_load_test_shape_sets_the_load_instead_of_users(tmp_path):
     assert loaded.shape is True
     command = run.locust_command(loaded, 10, loaded.spawn_seconds)
     assert "--users" not in command and "--run-time" in command
+    # Bounded by timeout(1) all the same: locust ignores --run-time with a shape.
+    assert command[: command.index("locust")] == ["timeout", "--signal=INT", "--kill-after=30", "13s"]
     plain = run.locust_command(settings.load({"TUNE_USERS": "7"}, {}), 10, 1)
     assert plain[plain.index("--users") + 1] == "7" and plain[plain.index("--host") + 1] == "http://nginx:8080"
 
@@ -321,3 +325,109 @@ def test_the_tunes_nginx_settings_are_the_labs_but_the_name_it_answers_to():
     Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
     lab = yaml.load((REPO / "bench" / "compose.yml").read_text(), Loader=Loader)["x-nginx-env"]  # noqa: S506
     assert {**lab, "SERVER_NAMES": "nginx"} == compose.NGINX_ENV
+
+
+#: A stand-in for locust in the bound's own prefix: runs until SIGINT (or
+#: forever, when it ignores it), then prints a summary as locust does on Ctrl-C.
+NEVER_ENDING = """
+import json, signal, sys, time
+if sys.argv[1] == "ignore":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+try:
+    while True:
+        time.sleep(0.05)
+except KeyboardInterrupt:
+    print(json.dumps([{"name": "/", "num_requests": 7}]))
+    sys.exit(0)
+"""
+
+
+def bounded(monkeypatch, program: list[str], stop_s: int = 30) -> subprocess.CompletedProcess:
+    """The program under the exact prefix locust_command puts before locust,
+    for a 1 s run."""
+    monkeypatch.setattr(run, "STARTUP_S", 0)
+    monkeypatch.setattr(run, "STOP_S", stop_s)
+    command = run.locust_command(settings.load({}, {}), 1, 0)
+    prefix = command[: command.index("locust")]
+    return subprocess.run(prefix + program, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_run_that_never_ends_is_stopped_by_sigint_at_its_end_and_its_summary_kept(monkeypatch):
+    result = bounded(monkeypatch, [sys.executable, "-c", NEVER_ENDING, "forever"])
+    assert run.stopped_by_us(result.returncode, result.stderr) is True
+    assert run.parse_stats(result.stdout) == [{"name": "/", "num_requests": 7}]
+
+
+def test_a_run_that_ends_itself_is_not_stopped_and_one_deaf_to_sigint_is_killed_naming_it(monkeypatch):
+    ended = bounded(monkeypatch, [sys.executable, "-c", "print('[]')"])
+    assert run.stopped_by_us(ended.returncode, ended.stderr) is False
+    deaf = bounded(monkeypatch, [sys.executable, "-c", NEVER_ENDING, "ignore"], stop_s=1)
+    with pytest.raises(LabError, match="did not stop within 1 s of the SIGINT"):
+        run.stopped_by_us(deaf.returncode, deaf.stderr)
+    with pytest.raises(LabError, match="^locust exited 2: ImportError: no$"):
+        run.stopped_by_us(2, "Traceback ...\nImportError: no")
+
+
+def test_only_a_shape_that_ended_itself_before_the_runs_end_ended_early():
+    assert run.ended_early(shape=True, stopped=False, ran_s=2.0, planned_s=5) is True
+    # Stopped by the tune, or ending on time, or no shape (locust's --run-time).
+    assert run.ended_early(shape=True, stopped=True, ran_s=2.0, planned_s=5) is False
+    assert run.ended_early(shape=True, stopped=False, ran_s=4.5, planned_s=5) is False
+    assert run.ended_early(shape=False, stopped=False, ran_s=2.0, planned_s=5) is False
+
+
+def test_the_report_says_which_runs_a_shape_ended_early_and_for_how_long(tmp_path):
+    locustfile = tmp_path / "shaped.py"
+    locustfile.write_text(
+        "import locust\n\nclass Short(locust.LoadTestShape):\n    def tick(self):\n        return None\n"
+    )
+    loaded = settings.load({"TUNE_LOCUSTFILE": str(locustfile)}, {}, quick=True)
+    runs = [{"ended_early_s": 2.1}, {}, {"ended_early_s": 2.4}]
+    (note,) = tuner.early_notes(runs, loaded)
+    assert "in 2 of 3 runs, after 2.1–2.4 s of the 5 s planned" in note
+    (one,) = tuner.early_notes([{"ended_early_s": 2.0}], loaded)
+    assert "in 1 of 1 runs, after 2 s of the 5 s planned" in one
+    assert tuner.early_notes([{}, {}], loaded) == []
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stdout", "stderr", "problem"),
+    [
+        (
+            1,
+            "",
+            "Traceback (most recent call last):\n  File ...\nModuleNotFoundError: No module named 'nowhere'\n",
+            "does not load: ModuleNotFoundError: No module named 'nowhere'",
+        ),
+        (0, "Available Users:\n", "", "defines no User class: locust has no user to run"),
+        (0, "Available Users:\n    Waiting\n", "", None),
+    ],
+)
+def test_a_locustfile_that_cannot_run_is_one_line_naming_why(returncode, stdout, stderr, problem):
+    assert run.locustfile_problem(returncode, stdout, stderr) == problem
+
+
+def test_labels_go_beside_their_points_and_over_nothing_else():
+    # Six markers within a few pixels of each other (the winner's
+    # neighbours), one alone, a legend-sized obstacle beside the crowd.
+    crowd = [(400.0 + 3 * i, 300.0 + 2 * i) for i in range(6)]
+    points = [*crowd, (100.0, 100.0)]
+    markers = [(x - 5, y - 5, x + 5, y + 5) for x, y in points]
+    sizes = [(90.0, 10.0)] * len(points)
+    legend = (420.0, 260.0, 520.0, 330.0)
+    area = (50.0, 50.0, 750.0, 450.0)
+    boxes = plot.place_labels(markers, sizes, [legend], area)
+    for i, box in enumerate(boxes):
+        assert plot.inside(box, area), box
+        assert (box[2] - box[0], box[3] - box[1]) == sizes[i]
+        assert not any(plot.overlaps(box, other) for other in [*markers, legend]), box
+        assert not any(plot.overlaps(box, other) for other in boxes[:i] + boxes[i + 1 :]), box
+    # Near their points: the lone one right beside its marker, the crowd's
+    # within a few label heights.
+    assert boxes[-1] == (105.0 + plot.GAP, 95.0, 195.0 + plot.GAP, 105.0)
+    assert all(plot._distance(point, box) < 6 * 10.0 for point, box in zip(points, boxes, strict=True))
+
+
+def test_a_label_with_no_room_is_refused_not_drawn_over_another():
+    with pytest.raises(ValueError, match="no room for a label"):
+        plot.place_labels([(8.0, 8.0, 12.0, 12.0)] * 2, [(80.0, 15.0)] * 2, [], (0.0, 0.0, 100.0, 20.0))

@@ -1,0 +1,22 @@
+"""make tune's waiting-bound oracle (io_locustfile.py) with the load set by
+a LoadTestShape that never ends, a common way to write a steady load:
+locust ignores --run-time with a shape, so make tune must stop each run
+itself. Its best class is the same: gevent, or gthread with a thread for
+every client."""
+
+from locust import FastHttpUser, LoadTestShape, constant, task
+
+USERS = 32
+
+
+class Waiting(FastHttpUser):
+    wait_time = constant(0)
+
+    @task
+    def io(self):
+        self.client.get("/work/io?ms=100", name="/work/io")
+
+
+class Steady(LoadTestShape):
+    def tick(self):
+        return USERS, USERS
