@@ -59,9 +59,11 @@ for name in $names; do
     HTTPS_PORT)
       whole "$value" 1 65535 || refuse "$name" "$value" "a port from 1 to 65535" ;;
     SERVER_NAMES)
-      # Host names, wildcards (*.example.com) or nginx's ~regex, blank-separated:
-      # anything that could end nginx's directive or start a block is refused.
-      printf '%s' "$value" | grep -Eq '^[A-Za-z0-9.*~_:-]+( +[A-Za-z0-9.*~_:-]+)*$' \
+      # Host names, wildcards (*.example.com) or nginx's ~regular expressions
+      # (the lab's ~^nginx(-[a-z-]+)?$), blank-separated: anything that could
+      # end nginx's directive, start a block or quote is refused.
+      name_re='([A-Za-z0-9.*_:-]+|~[^[:space:];{}"\\]+)'
+      printf '%s' "$value" | grep -Eq "^$name_re( +$name_re)*\$" \
         || refuse "$name" "$value" "host names separated by blanks, such as example.com www.example.com" ;;
   esac
 done

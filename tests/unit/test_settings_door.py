@@ -112,3 +112,42 @@ def test_the_server_check_accepts_the_defaults(tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+#: nginx's entrypoint hook on this host's sh, as the image runs it: the
+#: values docker-compose.yml and the lab hand it, with one changed.
+NGINX_HOOK = REPO / "nginx" / "docker-entrypoint.d" / "18-check-settings.sh"
+NGINX_FILTER = "^(SERVER_NAMES|HTTPS_PORT|HSTS_MAX_AGE|CONTENT_SECURITY_POLICY|NGINX_PROXY_READ_TIMEOUT|NGINX_RATE_LIMIT|NGINX_RATE_BURST|NGINX_CONNECTIONS_PER_CLIENT|NGINX_LOCAL_RESOLVERS|NGINX_SITE_MODE)$"  # noqa: E501 - nginx/Dockerfile's
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SERVER_NAMES", "~^nginx(-[a-z-]+)?$ 127.0.0.1"),  # the lab's: a regular expression
+        ("SERVER_NAMES", "*.example.com www.example.com"),
+        ("NGINX_RATE_LIMIT", "1000000r/s"),
+        ("NGINX_RATE_LIMIT", "60r/m"),
+        ("NGINX_RATE_BURST", "0"),
+    ],
+)
+def test_nginx_takes_the_values_it_serves_with(tmp_path, name, value):
+    assert NGINX_FILTER in (REPO / "nginx" / "Dockerfile").read_text()
+    settings = {
+        "NGINX_ENVSUBST_FILTER": NGINX_FILTER,
+        "NGINX_ENVSUBST_TEMPLATE_DIR": str(REPO / "nginx" / "templates"),
+        "NGINX_ENVSUBST_OUTPUT_DIR": str(tmp_path / "out"),
+        "NGINX_SITE_MODE": "http",
+        "NGINX_LOCAL_RESOLVERS": "127.0.0.11",
+        "NGINX_PROXY_READ_TIMEOUT": "60s",
+        "SERVER_NAMES": "localhost 127.0.0.1",
+        "NGINX_RATE_LIMIT": "1000r/s",
+        "NGINX_RATE_BURST": "2000",
+        "NGINX_CONNECTIONS_PER_CLIENT": "1000",
+        "HSTS_MAX_AGE": "63072000",
+        "HTTPS_PORT": "8443",
+        "CONTENT_SECURITY_POLICY": "default-src 'none'",
+    }
+    result = subprocess.run(
+        ["sh", NGINX_HOOK], env=_host_env(tmp_path, **(settings | {name: value})), capture_output=True, text=True
+    )
+    assert (result.returncode, result.stderr) == (0, "")
