@@ -215,6 +215,17 @@ class Stack:
         )
 
 
+def project_containers(project: str) -> list[str]:
+    """The ids of a Compose project's containers, in any state: what a check
+    that must start nothing, or a run that must leave nothing, looks at."""
+    return subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+
 def scrub_environment(*prefixes: str) -> None:
     """Nothing exported in the shell (WORKER_CLASS, COMPOSE_FILE, ...) may
     change what a stack runs: its env file says everything. `prefixes` names

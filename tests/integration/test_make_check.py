@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from harness.stack import REPO, Stack
+from harness.stack import REPO, Stack, project_containers
 from tests.settings_door import BAD_VALUES, assert_one_line_naming, by_door
 
 pytestmark = pytest.mark.integration
@@ -28,15 +28,6 @@ def door(built_images):
         yield stack
     finally:
         stack.down()
-
-
-def _running(stack: Stack) -> list[str]:
-    return subprocess.run(
-        ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={stack.project}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
 
 
 @pytest.mark.parametrize(("name", "bad", "needs"), by_door("nginx"), ids=lambda v: v if isinstance(v, str) else "")
@@ -82,7 +73,7 @@ def test_make_check_refuses_a_bad_value_of_each_door_and_starts_nothing(door, na
     )
     assert result.returncode != 0
     assert_one_line_naming(result.stderr, name, bad)
-    assert _running(door) == []
+    assert project_containers(door.project) == []
 
 
 def test_make_check_passes_the_defaults(door):
@@ -96,4 +87,4 @@ def test_make_check_passes_the_defaults(door):
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert _running(door) == []
+    assert project_containers(door.project) == []

@@ -21,7 +21,7 @@ import time
 import pytest
 import requests
 
-from harness.stack import REPO, Stack, app_build_context
+from harness.stack import REPO, Stack, app_build_context, project_containers
 from tests.nginx_walk import BASE_IMAGE_FILES, loaded_files, walk
 
 pytestmark = pytest.mark.integration
@@ -275,13 +275,7 @@ def test_invalid_worker_class_makes_make_up_fail_fast_naming_the_variable(built_
         assert "sync, gthread, gevent" in result.stderr
         assert "Traceback" not in result.stderr
         # Fails at the check, before anything is started.
-        listed = subprocess.run(
-            ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={bad.project}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        assert listed == []
+        assert project_containers(bad.project) == []
     finally:
         bad.down()
 

@@ -23,7 +23,7 @@ import pytest
 import requests
 import trustme
 
-from harness.stack import REPO, Stack, free_port
+from harness.stack import REPO, Stack, free_port, project_containers
 from tests.integration.test_edge import hostile_traffic
 from tests.nginx_walk import BASE_IMAGE_FILES, loaded_files, walk
 
@@ -256,15 +256,6 @@ def start(env: dict[str, str], project: str) -> subprocess.CompletedProcess:
     )
 
 
-def containers(project: str) -> list[str]:
-    return subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-
-
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
@@ -296,7 +287,7 @@ def test_a_bad_certificate_stops_make_up_naming_the_variable(bad_certs, case, ex
         errors = [line for line in result.stderr.splitlines() if line.startswith("configuration error:")]
         assert len(errors) == 1 and expected.format(dir=d) in errors[0], result.stderr
         assert "Traceback" not in result.stderr
-        assert containers(project) == [], "nothing may start"
+        assert project_containers(project) == [], "nothing may start"
         assert time.monotonic() - started < 60
     finally:
         subprocess.run(["docker", "compose", "-p", project, "down"], cwd=REPO, capture_output=True)

@@ -24,7 +24,7 @@ from bench.tune.candidates import Candidate
 from bench.tune.run import TuneLab, config_for, profile_for, workload_for
 from bench.tune.settings import load
 from bench.tune.tuner import Tune, limits_for
-from harness.stack import REPO, Stack, app_build_context
+from harness.stack import REPO, Stack, app_build_context, project_containers
 from serving.budget import Budget
 from tests.integration.test_stack import FORK_APP_MODULE, add_fork_package
 
@@ -244,12 +244,7 @@ def test_the_fork_gets_a_recommendation_and_a_report(tmp_path):
     assert all(run["requests"] > 0 and run["errors_total"] == 0 for run in results["runs"])
     assert "WORKER_CLASS=" in (out / "tune.md").read_text()
     assert (out / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    left = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    left = project_containers(project)
     assert left == [], f"{len(left)} containers left running"
 
 

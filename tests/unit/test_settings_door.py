@@ -31,16 +31,13 @@ def _host_env(tmp_path, **settings: str) -> dict[str, str]:
     return {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8", **settings}
 
 
+def _door(command: list, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
 @pytest.mark.parametrize(("name", "bad", "needs"), by_door("compose"), ids=lambda v: v if isinstance(v, str) else "")
 def test_compose_refuses_a_bad_value_naming_it(tmp_path, name, bad, needs):
-    result = subprocess.run(
-        [REPO / "scripts" / "check-settings.sh"],
-        env=_host_env(tmp_path, **needs, **{name: bad}),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = _door([REPO / "scripts" / "check-settings.sh"], _host_env(tmp_path, **needs, **{name: bad}))
     assert result.returncode == 2
     assert_one_line_naming(result.stderr, name, bad)
 
@@ -49,9 +46,7 @@ def test_compose_accepts_the_defaults_and_usual_values(tmp_path):
     usual = {"APP_REPLICAS": "4", "APP_CPUS": "1.5", "APP_MEMORY": "2g", "NGINX_MEMORY": "512m", "HTTP_PORT": "80"}
     usual |= {"COMPOSE_PROFILES": "db,monitoring", "PROMETHEUS_RETENTION": "30d", "DB_PIDS": "256"}
     for env in ({}, usual):
-        result = subprocess.run(
-            [REPO / "scripts" / "check-settings.sh"], env=_host_env(tmp_path, **env), capture_output=True, text=True
-        )
+        result = _door([REPO / "scripts" / "check-settings.sh"], _host_env(tmp_path, **env))
         assert (result.returncode, result.stderr) == (0, ""), env
 
 
@@ -73,14 +68,7 @@ def certificate(tmp_path_factory) -> str:
 @pytest.mark.parametrize(("name", "bad", "needs"), by_door("tls"), ids=lambda v: v if isinstance(v, str) else "")
 def test_the_certificate_check_refuses_a_bad_file_naming_it(tmp_path, certificate, name, bad, needs):
     needs = {key: value.format(cert=certificate) for key, value in needs.items()}
-    result = subprocess.run(
-        [REPO / "scripts" / "check-tls.sh"],
-        env=_host_env(tmp_path, **needs, **{name: bad}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _door([REPO / "scripts" / "check-tls.sh"], _host_env(tmp_path, **needs, **{name: bad}))
     assert result.returncode == 2
     assert_one_line_naming(result.stderr, name, bad)
 
@@ -89,14 +77,8 @@ def test_the_certificate_check_refuses_a_bad_file_naming_it(tmp_path, certificat
 def test_the_server_check_refuses_a_bad_value_naming_it(tmp_path, name, bad, needs):
     # What `make check` runs in the app's image, run here with the same code:
     # the settings as docker-compose.yml hands them over, the app loaded.
-    result = subprocess.run(
-        [sys.executable, "-m", "serving.check"],
-        cwd=REPO,
-        env=_host_env(tmp_path, **COMPOSE_BUDGET, **needs, **{name: bad}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = _door(
+        [sys.executable, "-m", "serving.check"], _host_env(tmp_path, **COMPOSE_BUDGET, **needs, **{name: bad})
     )
     assert result.returncode == 2, result.stdout
     assert result.stdout == ""
@@ -104,15 +86,7 @@ def test_the_server_check_refuses_a_bad_value_naming_it(tmp_path, name, bad, nee
 
 
 def test_the_server_check_accepts_the_defaults(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "serving.check"],
-        cwd=REPO,
-        env=_host_env(tmp_path, **COMPOSE_BUDGET),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _door([sys.executable, "-m", "serving.check"], _host_env(tmp_path, **COMPOSE_BUDGET))
     assert result.returncode == 0, result.stderr
 
 
@@ -148,9 +122,7 @@ def test_nginx_takes_the_values_it_serves_with(tmp_path, name, value):
         "HTTPS_PORT": "8443",
         "CONTENT_SECURITY_POLICY": "default-src 'none'",
     }
-    result = subprocess.run(
-        ["sh", NGINX_HOOK], env=_host_env(tmp_path, **(settings | {name: value})), capture_output=True, text=True
-    )
+    result = _door(["sh", NGINX_HOOK], _host_env(tmp_path, **(settings | {name: value})))
     assert (result.returncode, result.stderr) == (0, "")
 
 
