@@ -1,6 +1,7 @@
-"""make tune's CPU-bound oracle (cpu_locustfile.py) with the load set by a
-LoadTestShape that never ends: make tune must stop each run itself. Never
-gevent, whose greenlets cannot share a busy CPU."""
+"""make tune's CPU-bound oracle: every request burns 20 ms of CPU, no think
+time. Its best is about one worker per core, never gevent, whose greenlets
+cannot share a busy CPU. The load is set by a LoadTestShape that never
+ends: make tune must stop each run itself."""
 
 from locust import FastHttpUser, LoadTestShape, constant, task
 

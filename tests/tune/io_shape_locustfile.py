@@ -1,8 +1,8 @@
-"""make tune's waiting-bound oracle (io_locustfile.py) with the load set by
-a LoadTestShape that never ends, a common way to write a steady load:
-locust ignores --run-time with a shape, so make tune must stop each run
-itself. Its best class is the same: gevent, or gthread with a thread for
-every client."""
+"""make tune's waiting-bound oracle: every request waits 100 ms (a blocking
+sleep in the app), no think time. Its best class is known: gevent, or
+gthread with a thread for every client. The load is set by a LoadTestShape
+that never ends, a common way to write a steady load: locust ignores
+--run-time with a shape, so make tune must stop each run itself."""
 
 from locust import FastHttpUser, LoadTestShape, constant, task
 
