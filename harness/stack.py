@@ -215,6 +215,36 @@ class Stack:
         )
 
 
+class SharedStacks:
+    """Stacks by configuration, each started once for the whole run and used
+    by every module that asks for the same settings (the edge's fuzzer and the
+    operations' reloads run on the same three per-class stacks). A test on a
+    shared stack leaves it serving in the configuration it found.
+
+    tests/integration/conftest.py stops them after the last test that uses
+    them, in the run's order (tests/conftest.py), not at the session's end:
+    idle stacks' health checks would take CPU from the timing layers after."""
+
+    def __init__(self) -> None:
+        self._stacks: dict[tuple, Stack] = {}
+
+    def get(self, name: str, **settings: str) -> Stack:
+        key = tuple(sorted(settings.items()))
+        if key not in self._stacks:
+            self._stacks[key] = Stack(name, **settings).up()
+        return self._stacks[key]
+
+    def close(self) -> None:
+        stacks, self._stacks = list(self._stacks.values()), {}
+        for each in stacks:
+            each.down()
+
+
+def class_stack(shared_stacks: SharedStacks, worker_class: str) -> Stack:
+    """The shared stack of one worker class: two replicas of two workers."""
+    return shared_stacks.get(f"class-{worker_class}", WORKER_CLASS=worker_class, WEB_CONCURRENCY="2", APP_REPLICAS="2")
+
+
 def project_containers(project: str) -> list[str]:
     """The ids of a Compose project's containers, in any state: what a check
     that must start nothing, or a run that must leave nothing, looks at."""

@@ -54,12 +54,26 @@ def _own_layer(item: pytest.Item) -> int:
 def pytest_collection_modifyitems(items):
     # A module's layer is its earliest test's (the contract file's own: first).
     modules: dict[str, int] = {}
+    sharing: set[str] = set()
     for item in items:
         module = item.nodeid.split("::", 1)[0]
         modules[module] = min(modules.get(module, len(LAYERS)), _own_layer(item))
+        if "shared_stacks" in getattr(item, "fixturenames", ()):
+            sharing.add(module)
     for item in items:
         item.stash[_LAYER] = modules[item.nodeid.split("::", 1)[0]]
-    items.sort(key=lambda item: item.stash[_LAYER])  # stable: collection order within a layer
+    # The modules on the run's shared stacks (tests/integration/conftest.py)
+    # run next to each other, last in the first layer that has one and first
+    # in the later ones, so that the stacks idle as little as possible.
+    first_sharing = min((modules[module] for module in sharing), default=None)
+
+    def place(item: pytest.Item) -> tuple[int, int]:
+        layer, module = item.stash[_LAYER], item.nodeid.split("::", 1)[0]
+        if module not in sharing:
+            return layer, 0
+        return layer, 1 if layer == first_sharing else -1
+
+    items.sort(key=place)  # stable: collection order otherwise
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.stack import Stack, scrub_environment
+from harness.stack import SharedStacks, Stack, scrub_environment
+
+_SHARED = pytest.StashKey["SharedStacks"]()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,3 +27,22 @@ def stack(built_images):
         yield default.up()
     finally:
         default.down()
+
+
+@pytest.fixture(scope="session")
+def shared_stacks(built_images, request) -> SharedStacks:
+    """Stacks by configuration for the whole run (harness.stack.SharedStacks),
+    stopped after the last test that uses them (below)."""
+    stacks = request.session.stash.setdefault(_SHARED, SharedStacks())
+    yield stacks
+    stacks.close()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    stacks = item.session.stash.get(_SHARED, None)
+    if stacks is None:
+        return
+    users = [each for each in item.session.items if "shared_stacks" in getattr(each, "fixturenames", ())]
+    if users and item is users[-1]:
+        stacks.close()

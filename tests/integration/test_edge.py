@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness.stack import Stack
+from harness.stack import Stack, class_stack
 from tests.content_security_policy import default_policy
 
 pytestmark = pytest.mark.integration
@@ -278,20 +278,11 @@ def check(name: str, answer: bytes, seconds: float, statuses: collections.Counte
 
 # --- stacks, one per worker class -------------------------------------------------
 
-CLASSES = {
-    "sync": {"WORKER_CLASS": "sync", "WEB_CONCURRENCY": "2"},
-    "gthread": {"WORKER_CLASS": "gthread", "WEB_CONCURRENCY": "2"},
-    "gevent": {"WORKER_CLASS": "gevent", "WEB_CONCURRENCY": "2"},
-}
 
-
-@pytest.fixture(scope="module", params=list(CLASSES))
-def edge(request, built_images):
-    stack = Stack(f"edge-{request.param}", **CLASSES[request.param]).up()
-    try:
-        yield stack
-    finally:
-        stack.down()
+@pytest.fixture(scope="module", params=["sync", "gthread", "gevent"])
+def edge(request, shared_stacks):
+    """The run's shared stack of the class (tests/integration/conftest.py)."""
+    return class_stack(shared_stacks, request.param)
 
 
 def gunicorn_pids(stack: Stack) -> set[str]:

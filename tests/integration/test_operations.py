@@ -30,7 +30,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from harness.load import CLIENTS, Load, LoadResult
-from harness.stack import REPO, Stack, app_build_context
+from harness.stack import REPO, Stack, app_build_context, class_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.operations]
 
@@ -154,6 +154,39 @@ def broken():
 )
 
 
+# --- on the run's shared per-class stacks: first, so that they idle least -------------
+
+
+@pytest.mark.parametrize("worker_class", ["gthread", "gevent"])
+def test_the_accept_balancing_workers_reload_and_lose_a_worker_without_failing_a_request(
+    shared_stacks, measured, worker_class
+):
+    """gthread's and gevent's workers decide themselves when to accept
+    (serving/gthread_worker.py, serving/gevent_worker.py): a HUP reload of each
+    replica, then a worker SIGKILLed, under load, two workers per replica (the
+    run's shared stack of the class, which the master leaves as it was)."""
+    stack = class_stack(shared_stacks, worker_class)
+    app = stack.containers("app")[0]
+    workers = len([p for p in stack.processes("app", app) if "gunicorn" in p["args"]])
+
+    def reload_then_kill_a_worker():
+        reloaded = make(stack, "reload-app")
+        assert reloaded.returncode == 0, reloaded.output
+        time.sleep(2)
+        gunicorn = [p for p in stack.processes("app", app) if "gunicorn" in p["args"]]
+        pids = {p["pid"] for p in gunicorn}
+        os.kill(int(next(p for p in gunicorn if p["ppid"] in pids)["pid"]), signal.SIGKILL)
+
+    event = f"{worker_class}: make reload-app, then a worker SIGKILLed"
+    result, _ = under_load(stack, measured, event, reload_then_kill_a_worker)
+    assert result.failed == 0, result.summary()
+    # The master replaced the killed worker: as many as before, for the next user.
+    deadline = time.monotonic() + 30
+    while len([p for p in stack.processes("app", app) if "gunicorn" in p["args"]]) != workers:
+        assert time.monotonic() < deadline, "the master did not replace the killed worker"
+        time.sleep(0.5)
+
+
 # --- gunicorn and nginx reloads ------------------------------------------------
 
 
@@ -215,33 +248,6 @@ def test_a_crashed_worker_is_replaced_without_failing_a_request(ops, measured):
     assert len(workers) == ops.effective_config()["workers"] + 1, "the master replaced it"
 
 
-@pytest.mark.parametrize("worker_class", ["gthread", "gevent"])
-def test_the_accept_balancing_workers_reload_and_lose_a_worker_without_failing_a_request(
-    built_images, measured, worker_class
-):
-    """gthread's and gevent's workers decide themselves when to accept
-    (serving/gthread_worker.py, serving/gevent_worker.py): a HUP reload of each
-    replica, then a worker SIGKILLed, under load, two workers per replica."""
-    stack = Stack(f"ops-{worker_class}", WORKER_CLASS=worker_class, WEB_CONCURRENCY="2", APP_REPLICAS="2")
-    try:
-        stack.up()
-        app = stack.containers("app")[0]
-
-        def reload_then_kill_a_worker():
-            reloaded = make(stack, "reload-app")
-            assert reloaded.returncode == 0, reloaded.output
-            time.sleep(2)
-            gunicorn = [p for p in stack.processes("app", app) if "gunicorn" in p["args"]]
-            pids = {p["pid"] for p in gunicorn}
-            os.kill(int(next(p for p in gunicorn if p["ppid"] in pids)["pid"]), signal.SIGKILL)
-
-        event = f"{worker_class}: make reload-app, then a worker SIGKILLed"
-        result, _ = under_load(stack, measured, event, reload_then_kill_a_worker)
-        assert result.failed == 0, result.summary()
-    finally:
-        stack.down()
-
-
 def test_a_replica_stopped_fails_no_request(ops, measured):
     victim = ops.containers("app")[0]
 
@@ -256,23 +262,6 @@ def test_a_replica_stopped_fails_no_request(ops, measured):
 
 
 # --- make deploy -----------------------------------------------------------------
-
-
-def test_make_deploy_after_an_app_change_fails_no_request(ops, measured):
-    before = replica_ids(ops)
-    write_views(ops, ORIGINAL_VIEWS.replace('status="ok"', 'status="ok", release="next"'))
-    try:
-        result, deployed = under_load(
-            ops, measured, "make deploy of an app change, 2 replicas", lambda: make(ops, "deploy")
-        )
-    finally:
-        write_views(ops, ORIGINAL_VIEWS)
-    assert deployed.returncode == 0, deployed.output
-    assert result.failed == 0, result.summary()
-    after = replica_ids(ops)
-    assert len(after) == 2 and not set(after) & set(before), "two new replicas, none of the old"
-    assert ops.get("/").json()["release"] == "next"
-    assert "2 replica(s) serving" in deployed.output
 
 
 class PageFollower:
@@ -316,20 +305,29 @@ class PageFollower:
         self._thread.join(timeout=60)
 
 
-def test_make_deploy_of_a_changed_stylesheet_keeps_every_releases_pages_whole(ops, measured):
+def test_make_deploy_of_an_app_change_fails_no_request_and_keeps_every_releases_pages_whole(ops, measured):
+    """A release that changes a view and a stylesheet, deployed under load
+    while a browser's part follows the demo page and its assets."""
+    before = replica_ids(ops)
     stylesheet = ops.context / "demo" / "static" / "demo.css"
     original = stylesheet.read_text()
     stylesheet.write_text(original + "\n/* the next release */\nh1 { letter-spacing: 0.01em; }\n")
+    write_views(ops, ORIGINAL_VIEWS.replace('status="ok"', 'status="ok", release="next"'))
     follower = PageFollower(ops)
     try:
         result, deployed = under_load(
-            ops, measured, "make deploy of a changed stylesheet, pages followed", lambda: make(ops, "deploy")
+            ops, measured, "make deploy of an app change, 2 replicas, pages followed", lambda: make(ops, "deploy")
         )
     finally:
         follower.stop()
         stylesheet.write_text(original)
+        write_views(ops, ORIGINAL_VIEWS)
     assert deployed.returncode == 0, deployed.output
     assert result.failed == 0, result.summary()
+    after = replica_ids(ops)
+    assert len(after) == 2 and not set(after) & set(before), "two new replicas, none of the old"
+    assert ops.get("/").json()["release"] == "next"
+    assert "2 replica(s) serving" in deployed.output
     assert follower.pages > 10 and follower.failures == [], (follower.pages, follower.failures[:10])
     # Pages of both releases were served during the deploy, each linking its
     # own stylesheet, and both stylesheets still resolve after it.
@@ -352,13 +350,30 @@ def test_make_deploy_of_a_changed_stylesheet_keeps_every_releases_pages_whole(op
         assert ops.get(url).status_code == 200, url
 
 
-def test_make_deploy_scales_up_and_down_failing_no_request(ops, measured):
+def test_make_deploy_scales_up_and_down_failing_no_request_and_a_load_test_between_rearranges_nothing(ops, measured):
     result, up = under_load(
         ops, measured, "APP_REPLICAS=3 make deploy (2 -> 3)", lambda: make(ops, "deploy", APP_REPLICAS="3")
     )
     assert up.returncode == 0, up.output
     assert result.failed == 0, result.summary()
     assert len(ops.containers("app")) == 3
+
+    # The load test measures, never rearranges: run from a shell that says
+    # nothing of APP_REPLICAS and another WORKER_CLASS, Compose converging
+    # the stack would scale it back to two and recreate it.
+    before = replica_ids(ops) + [ops.container("nginx").id]
+    built = ops.compose("--profile", "loadtest", "build", "--quiet", "loadtest", timeout=600)
+    assert built.returncode == 0, built.stderr
+    reports = ops.context / "reports"
+    reports.mkdir()
+    reports.chmod(0o1777)
+    run = ops.compose(
+        "run", "--rm", "-T", "loadtest", timeout=180,
+        env={"WORKER_CLASS": "gevent", "LOCUST_USERS": "5", "LOCUST_SPAWN_RATE": "5", "LOCUST_RUN_TIME": "4s",
+             "LOADTEST_MIN_RPS": "off", "LOADTEST_MAX_P95_MS": "off", "LOADTEST_REPORTS_DIR": str(reports)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert replica_ids(ops) + [ops.container("nginx").id] == before
 
     result, down = under_load(ops, measured, "APP_REPLICAS=2 make deploy (3 -> 2)", lambda: make(ops, "deploy"))
     assert down.returncode == 0, down.output
@@ -475,29 +490,3 @@ def test_sigterm_finishes_the_request_in_flight_and_readyz_stops_answering_ready
         # gthread answers as gevent does until its loop stops polling (within
         # a second), then nothing.
         assert seen["after"] == draining or closed, seen
-
-
-# --- the load test measures, never rearranges --------------------------------------
-
-
-def test_docker_compose_run_loadtest_leaves_the_stack_as_it_was(ops):
-    """Deployed with three replicas, then loaded from a shell that says
-    nothing of APP_REPLICAS and another WORKER_CLASS: Compose converging the
-    stack would scale it back and recreate it."""
-    scaled = make(ops, "deploy", APP_REPLICAS="3")
-    assert scaled.returncode == 0, scaled.output
-    before = replica_ids(ops) + [ops.container("nginx").id]
-    built = ops.compose("--profile", "loadtest", "build", "--quiet", "loadtest", timeout=600)
-    assert built.returncode == 0, built.stderr
-    reports = ops.context / "reports"
-    reports.mkdir()
-    reports.chmod(0o1777)
-    run = ops.compose(
-        "run", "--rm", "-T", "loadtest", timeout=180,
-        env={"WORKER_CLASS": "gevent", "LOCUST_USERS": "5", "LOCUST_SPAWN_RATE": "5", "LOCUST_RUN_TIME": "4s",
-             "LOADTEST_MIN_RPS": "off", "LOADTEST_MAX_P95_MS": "off", "LOADTEST_REPORTS_DIR": str(reports)},
-    )  # fmt: skip
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert replica_ids(ops) + [ops.container("nginx").id] == before
-    restored = make(ops, "deploy")
-    assert restored.returncode == 0, restored.output
