@@ -25,6 +25,8 @@ LOADTEST_IMAGE = "flask-concurrency-test/loadtest:local"
 
 #: Short and light: the machine may be shared.
 SHORT = {"LOCUST_USERS": "10", "LOCUST_SPAWN_RATE": "10", "LOCUST_RUN_TIME": "12s"}
+#: For a run whose reports, not its traffic mix, are checked.
+BRIEF = {**SHORT, "LOCUST_RUN_TIME": "5s"}
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +160,7 @@ def test_loadtest_services_are_hardened_and_reach_only_nginx(stack):
 def test_a_reports_directory_it_cannot_write_costs_the_reports_not_the_run(loadtest, tmp_path):
     # A reports directory not even its owner may write: the run still
     # measures and gates, and names no report it did not keep.
-    result, reports = loadtest(tmp_path, writable=False, **SHORT)
+    result, reports = loadtest(tmp_path, writable=False, **BRIEF)
     assert result.returncode == 0, result.output
     assert "Load test passed" in result.output
     assert "not writable by uid" in result.output and "chmod u+w loadtest/reports" in result.output
@@ -200,7 +202,7 @@ def test_the_readmes_command_leaves_its_reports_in_the_checkout_owned_by_its_own
     env.update(
         COMPOSE_PROJECT_NAME=stack.project,
         COMPOSE_FILE=f"docker-compose.yml:{TEST_IMAGES}",
-        **SHORT,
+        **BRIEF,
     )
     result = subprocess.run(
         ["docker", "compose", "run", "--rm", "loadtest"],
