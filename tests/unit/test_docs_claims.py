@@ -3,7 +3,9 @@ make them true."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 
 import pytest
 
@@ -79,3 +81,44 @@ def test_the_labs_statement_of_what_werkzeugs_dev_server_builds_on_holds_for_the
         finally:
             thread.join(5)
             server.server_close()
+
+
+# --- the lab's published figures (docs/benchmarks/) --------------------------
+
+BENCHMARKS = REPO / "docs" / "benchmarks"
+
+
+def published_results() -> dict:
+    return json.loads((BENCHMARKS / "results.json").read_text())
+
+
+def test_the_benchmark_tables_are_what_the_labs_report_writes_from_results_json(tmp_path):
+    # `make bench` writes them with bench/report.py; a hand edit, or a
+    # results.json changed without them, fails here.
+    from bench import report
+
+    shutil.copy(BENCHMARKS / "README.md", tmp_path / "README.md")
+    report.write(published_results(), tmp_path)
+    for name in ("results.md", "README.md", "runs.csv", "summary.csv", "results.json"):
+        assert (tmp_path / name).read_text() == (BENCHMARKS / name).read_text(), name
+
+
+def test_the_labs_duration_in_the_makefile_and_docs_is_the_recorded_runs():
+    minutes = round(published_results()["meta"]["elapsed_s"] / 60)
+    makefile = (REPO / "Makefile").read_text()
+    assert re.findall(r"The full mode \(about (\d+) minutes", makefile) == [str(minutes)]
+    readme = (BENCHMARKS / "README.md").read_text()
+    assert re.findall(r"make bench +# full mode, about (\d+) minutes", readme) == [str(minutes)]
+
+
+def test_the_benchmark_pages_machine_is_the_one_results_json_records():
+    machine = published_results()["meta"]["machine"]
+    prose = (BENCHMARKS / "README.md").read_text().split("## What this means", 1)[0]
+    prose = " ".join(prose.split())
+    os_version = re.search(r"Debian GNU/Linux (\d+)", machine["os"])
+    assert os_version, machine["os"]
+    assert f"{machine['cpus']} virtual cores" in prose
+    assert f"{round(machine['memory_gib'])} GiB, Debian {os_version[1]} with" in prose
+    engine = re.match(r"[\d.]+", machine["docker_engine"])[0]
+    compose = ".".join(machine["compose"].split("-")[0].split(".")[:3])
+    assert f"Docker engine {engine} and Compose {compose}" in prose
