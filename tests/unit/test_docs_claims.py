@@ -3,6 +3,7 @@ make them true."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shutil
@@ -122,3 +123,48 @@ def test_the_benchmark_pages_machine_is_the_one_results_json_records():
     engine = re.match(r"[\d.]+", machine["docker_engine"])[0]
     compose = ".".join(machine["compose"].split("-")[0].split(".")[:3])
     assert f"Docker engine {engine} and Compose {compose}" in prose
+
+
+# --- docs/security.md ----------------------------------------------------------
+
+SECURITY_TEXT = (REPO / "docs" / "security.md").read_text()
+#: Its words, whatever the line breaks.
+SECURITY = " ".join(SECURITY_TEXT.split())
+
+
+def test_security_mds_fuzzer_is_test_edges(monkeypatch):
+    # The section states the fuzzer's settings; the statuses it sees are a
+    # run's record, printed by the test, and not typed into the page.
+    monkeypatch.delenv("FUZZ_CASES", raising=False)
+    edge = importlib.reload(importlib.import_module("tests.integration.test_edge"))
+    fuzzer = SECURITY.split("## The fuzzer", 1)[1]
+    assert f"a catalogue of {len(edge.CATALOGUE)} named hostile requests" in fuzzer
+    pipelined = edge.CATALOGUE["pipelined-50"].count(b"GET ")
+    assert f"{pipelined} pipelined requests" in fuzzer
+    assert f"every answer within {edge.ANSWER_WITHIN_S:.0f} s" in fuzzer
+    assert f"`make test` sends {edge.FUZZ_CASES:,} mutations per class" in fuzzer
+    assert f'(`make test PYTEST_ARGS="-m full"`) {edge.FULL_FUZZ_CASES:,};' in fuzzer
+
+
+def test_security_mds_forging_client_test_is_the_one_it_names():
+    proxies = importlib.import_module("tests.integration.test_trusted_proxies")
+    assert (proxies.RATE, proxies.BURST, proxies.AT_ONCE) == ("5r/s", "5", 30)
+    assert "tested with 5 r/s and a burst of 5, 30 requests at once from one client" in SECURITY
+    assert callable(proxies.test_a_client_reaching_nginx_directly_cannot_choose_its_address)
+
+
+def compose_defaults() -> dict[str, str]:
+    compose = (REPO / "docker-compose.yml").read_text()
+    return dict(re.findall(r"\$\{([A-Z][A-Z0-9_]*):-([^}]*)\}", compose))
+
+
+def test_security_mds_limits_are_docker_composes_defaults():
+    defaults = compose_defaults()
+    rows = re.findall(r"^\| (`[A-Z][A-Z0-9_]*`(?: / `[A-Z][A-Z0-9_]*`)?) \| ([^|]+) \|", SECURITY_TEXT, re.MULTILINE)
+    checked = set()
+    for names, values in rows:
+        for name, value in zip(re.findall(r"[A-Z][A-Z0-9_]*", names), values.split(" / "), strict=True):
+            # `none`: Compose's 0, no limit.
+            assert defaults[name] == ("0" if value.strip() == "none" else value.strip().strip("`")), name
+            checked.add(name)
+    assert {"NGINX_RATE_LIMIT", "APP_MEMORY", "NGINX_PIDS", "APP_CPUS"} <= checked
