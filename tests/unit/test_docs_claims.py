@@ -12,6 +12,7 @@ import pytest
 
 from harness.stack import REPO
 from serving.jsonlog import FIELDS
+from serving.settings import VARIABLES
 
 pytestmark = pytest.mark.unit
 
@@ -168,3 +169,52 @@ def test_security_mds_limits_are_docker_composes_defaults():
             assert defaults[name] == ("0" if value.strip() == "none" else value.strip().strip("`")), name
             checked.add(name)
     assert {"NGINX_RATE_LIMIT", "APP_MEMORY", "NGINX_PIDS", "APP_CPUS"} <= checked
+
+
+# --- docs/operations.md ----------------------------------------------------------
+
+OPERATIONS = " ".join((REPO / "docs" / "operations.md").read_text().split())
+
+
+def test_operations_mds_load_and_bounds_are_the_operations_tests():
+    from harness.load import CLIENTS
+
+    operations = importlib.import_module("tests.integration.test_operations")
+    assert (
+        f"keeps {CLIENTS} clients requesting `GET {operations.PATH}` through nginx, "
+        f"from {operations.SETTLE_SECONDS} s before the event to {operations.SETTLE_SECONDS} s after it"
+    ) in OPERATIONS
+    back = f"be healthy and served again within {operations.BACK_WITHIN_S} s"
+    assert back in OPERATIONS
+    assert f"be healthy again within {operations.BACK_WITHIN_S} s" in OPERATIONS
+
+
+def test_operations_mds_soak_is_test_soaks(monkeypatch):
+    for name in ("SOAK_SECONDS", "SOAK_USERS", "SOAK_WORKER_CLASS", "SOAK_SEGMENT_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    soak = importlib.reload(importlib.import_module("tests.integration.test_soak"))
+    assert f"## The soak: {soak.SECONDS // 60} minutes" in OPERATIONS
+    assert f"two {soak.WORKER_CLASS} replicas" in OPERATIONS
+    assert f"recycled after {soak.MAX_REQUESTS:,} ± {soak.JITTER} requests" in OPERATIONS
+    assert f"every {soak.EVERY} s reads" in OPERATIONS
+    assert f"runs of {soak.SEGMENT_SECONDS // 60} minutes at most" in OPERATIONS
+    runs = -(-soak.SECONDS // soak.SEGMENT_SECONDS)
+    assert f"the soak is {['one', 'two', 'three', 'four'][runs - 1]} back to back" in OPERATIONS
+    growth = round((soak.RSS_GROWTH - 1) * 100)
+    assert f"past {growth} % + {soak.RSS_SLACK_KB // 1024} MB of the largest" in OPERATIONS
+
+
+def test_operations_mds_nginx_and_drain_timings_are_the_configs():
+    nginx = "\n".join(p.read_text() for p in sorted((REPO / "nginx").rglob("*")) if p.is_file())
+    assert "proxy_connect_timeout 1s;" in nginx and "`proxy_connect_timeout` is 1 s" in OPERATIONS
+    assert "max_fails=1 fail_timeout=10s" in nginx and "(`max_fails=1 fail_timeout=10s`" in OPERATIONS
+    assert (
+        "proxy_next_upstream_timeout 10s;" in nginx and "bounded to 10 s (`proxy_next_upstream_timeout`)" in OPERATIONS
+    )
+    assert " valid=2s " in nginx and "re-read every 2 s" in OPERATIONS
+
+    graceful = next(v for v in VARIABLES if v.name == "GUNICORN_GRACEFUL_TIMEOUT")
+    assert f"`GUNICORN_GRACEFUL_TIMEOUT` ({graceful.default} s)" in OPERATIONS
+    compose = (REPO / "docker-compose.yml").read_text()
+    grace = re.search(r"&app-stop-grace-period (\d+)s", compose)[1]
+    assert f"`stop_grace_period` ({grace} s)" in OPERATIONS
