@@ -16,6 +16,9 @@ from serving.settings import VARIABLES
 
 pytestmark = pytest.mark.unit
 
+#: How the docs write small counts.
+WORDS = ("zero", "one", "two", "three", "four", "five")
+
 
 def nginx_access_log_fields() -> list[str]:
     """The JSON keys of nginx's `json_upstream` log_format, wherever in nginx/ it is."""
@@ -199,7 +202,7 @@ def test_operations_mds_soak_is_test_soaks(monkeypatch):
     assert f"every {soak.EVERY} s reads" in OPERATIONS
     assert f"runs of {soak.SEGMENT_SECONDS // 60} minutes at most" in OPERATIONS
     runs = -(-soak.SECONDS // soak.SEGMENT_SECONDS)
-    assert f"the soak is {['one', 'two', 'three', 'four'][runs - 1]} back to back" in OPERATIONS
+    assert f"the soak is {WORDS[runs]} back to back" in OPERATIONS
     growth = round((soak.RSS_GROWTH - 1) * 100)
     assert f"past {growth} % + {soak.RSS_SLACK_KB // 1024} MB of the largest" in OPERATIONS
 
@@ -218,3 +221,31 @@ def test_operations_mds_nginx_and_drain_timings_are_the_configs():
     compose = (REPO / "docker-compose.yml").read_text()
     grace = re.search(r"&app-stop-grace-period (\d+)s", compose)[1]
     assert f"`stop_grace_period` ({grace} s)" in OPERATIONS
+
+
+# --- docs/observability.md --------------------------------------------------------
+
+OBSERVABILITY = " ".join((REPO / "docs" / "observability.md").read_text().split())
+
+
+def test_observability_mds_scrape_cost_bounds_are_the_tests():
+    cost = importlib.import_module("tests.integration.test_scrape_cost")
+    assert f"{cost.CLIENTS} clients, {WORDS[cost.ROUNDS]} {cost.SECONDS} s rounds each way" in OBSERVABILITY
+    assert f"up to {cost.SCRAPES_PER_SECOND} times a second" in OBSERVABILITY
+    assert f"at least {WORDS[int(cost.MIN_SCRAPES_PER_REPLICA_SECOND)]} scrape per replica per second" in OBSERVABILITY
+    assert f"scraped throughput at least {cost.MIN_THROUGHPUT_RATIO} of unscraped" in OBSERVABILITY
+    assert f"a median scrape under {cost.MAX_MEDIAN_SCRAPE_S} s" in OBSERVABILITY
+    assert f"none over Prometheus's {cost.MAX_SCRAPE_S:.0f} s timeout" in OBSERVABILITY
+    prometheus = (REPO / "monitoring" / "prometheus" / "prometheus.yml").read_text()
+    interval = re.search(r"scrape_interval: (\d+)s", prometheus)[1]
+    assert f"(Prometheus scrapes every {interval} s)" in OBSERVABILITY
+
+
+def test_observability_mds_recycling_check_is_the_tests():
+    observability = importlib.import_module("tests.integration.test_observability")
+    recycles = observability.RECYCLED_REQUESTS // observability.RECYCLE_AFTER
+    assert (
+        f"`GUNICORN_MAX_REQUESTS={observability.RECYCLE_AFTER}`, {observability.RECYCLED_REQUESTS:,} requests "
+        f"recycle the workers about {recycles} times and Prometheus's counter rises by exactly "
+        f"{observability.RECYCLED_REQUESTS:,}"
+    ) in OBSERVABILITY
