@@ -249,3 +249,18 @@ def test_observability_mds_recycling_check_is_the_tests():
         f"recycle the workers about {recycles} times and Prometheus's counter rises by exactly "
         f"{observability.RECYCLED_REQUESTS:,}"
     ) in OBSERVABILITY
+
+
+# --- docs/scaling.md, the Swarm part -------------------------------------------------
+
+SWARM = " ".join((REPO / "docs" / "scaling.md").read_text().split("## Kubernetes", 1)[0].split())
+
+
+def test_scaling_mds_swarm_timings_are_the_overlays_and_the_tests():
+    overlay = (REPO / "deploy" / "swarm" / "compose.swarm.yml").read_text()
+    drain = re.search(r"\$\$\{DRAIN_SECONDS:-(\d+)\}", overlay)[1]
+    assert f"serving for `DRAIN_SECONDS` ({drain})" in SWARM
+    (monitor,) = set(re.findall(r"monitor: (\d+)s", overlay))
+    assert f"watched for {monitor} s" in SWARM
+    swarm = importlib.import_module("tests.integration.test_swarm")
+    assert f"Each event must end within {swarm.EVENT_WITHIN_S} s" in SWARM
