@@ -219,9 +219,11 @@ loadtest-reports:
 
 # --- the concurrency lab (docs/benchmarks/README.md) ---------------------------
 # Every serving configuration measured side by side, in containers
-# (bench/compose.yml). The full mode (about 18 minutes) rewrites the figures in
-# docs/benchmarks/; QUICK=1 is CI's short check of the lab itself (about two
-# minutes) and writes to .cache/bench-quick/. BENCH_ARGS passes more options
+# (bench/compose.yml). The full mode (about 20 minutes, as results.json's
+# meta.elapsed_s records) rewrites the figures in docs/benchmarks/, and only
+# from a tree with no uncommitted changes (the figures name the commit
+# measured); QUICK=1 is CI's short check of the lab itself and writes to
+# .cache/bench-quick/. BENCH_ARGS passes more options
 # (`.venv/bin/python -m bench --help`), e.g. BENCH_ARGS="--configs apache":
 # a run of some configurations (keys, families or fronts; each brings the
 # ones its ratios pair with) merges its figures beside the earlier ones of

@@ -10,7 +10,9 @@ matrix (interleaved repetitions), writes results.{json,md}, runs.csv,
 summary.csv and the plots, and always removes the lab's containers and
 networks at the end, also on failure or Ctrl-C. Exit status: 0 when every
 configuration served every workload without errors, 1 otherwise, 2 when the
-lab itself failed.
+lab itself failed, or refused to start: it writes docs/benchmarks/ only from
+a tree with no uncommitted changes, so that the published figures name the
+commit that was measured.
 """
 
 from __future__ import annotations
@@ -90,17 +92,50 @@ def _engine_version() -> str:
     return (server.version if server else None) or "?"
 
 
-def commit() -> str:
+def commit(repo: Path = REPO) -> str:
+    """HEAD's short hash, `+changes` after it when the tree differs from it;
+    `?` outside a git checkout."""
+    changes = uncommitted_changes(repo)
     try:
         sha = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        return sha + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "?"
+    return sha + ("+changes" if changes else "")
+
+
+def uncommitted_changes(repo: Path = REPO) -> list[str] | None:
+    """`git status --porcelain`'s lines: every file that differs from HEAD,
+    untracked ones included (an untracked file in the build context is
+    measured too); None when git cannot tell (no checkout, no git)."""
+    try:
+        status = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return [line for line in status.splitlines() if line.strip()]
+
+
+def refuse_to_publish_from_uncommitted_tree(out_dir: Path, repo: Path = REPO) -> str | None:
+    """Why the figures may not be written into the docs now, or None. The
+    docs' figures name the commit they were measured on, so that anyone can
+    measure that code again; a tree with uncommitted changes has no such
+    name (`+changes`). Elsewhere (--out, the quick mode) anything goes."""
+    if out_dir.resolve() != DEFAULT_OUT.resolve():
+        return None
+    changes = uncommitted_changes(repo)
+    if changes is None:
+        return f"not writing {DEFAULT_OUT.relative_to(REPO)}/: git cannot name the commit measured"
+    if changes:
+        shown = "; ".join(changes[:5]) + ("; ..." if len(changes) > 5 else "")
+        return (
+            f"not writing {DEFAULT_OUT.relative_to(REPO)}/ from a tree with uncommitted changes ({shown}): "
+            "commit them first (the published figures name the commit they were measured on), "
+            "or measure into another directory with --out"
+        )
+    return None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -169,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     scrub_environment("BENCH_")
     if args.render:
         return render(selection.out_dir)
+    if refusal := refuse_to_publish_from_uncommitted_tree(selection.out_dir):
+        stderr_log(refusal)
+        return 2
     return run_lab(args, selection)
 
 

@@ -361,7 +361,7 @@ def markdown(results: dict, skip_groups: tuple[str, ...] = ()) -> str:
         f"{meta['profile']['warmup']:.0f} s warm-up; medians, with the min–max spread over repetitions), "
         f"on {machine['cpus']} cores ({machine['cpu_model']}), {machine['memory_gib']:.0f} GiB, "
         f"{machine['os']}, kernel {machine['kernel']}, Docker engine {machine['docker_engine']}, "
-        f"Compose {machine['compose']}; commit `{meta['commit']}`. Every app server container is limited to "
+        f"Compose {machine['compose']}; commit {_commit(meta['commit'])}. Every app server container is limited to "
         f"{meta.get('app_cpus', '?')} CPUs"
         + (f"; extra gunicorn options: `{meta['gunicorn_args']}`" if meta.get("gunicorn_args") else "")
         + ". "
@@ -493,6 +493,17 @@ def markdown(results: dict, skip_groups: tuple[str, ...] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _commit(commit: str, why: bool = True) -> str:
+    """The commit measured, flagged when it is none: `+changes` (bench's
+    commit()) is a tree with uncommitted changes, which nobody can check out
+    and measure again. The lab no longer publishes from one; earlier figures
+    may still have been."""
+    if commit.endswith("+changes") or commit == "?":
+        said = ": uncommitted changes, not reproducible; measure again from a commit" if why else ""
+        return f"`{commit}` (**not a commit**{said})"
+    return f"`{commit}`"
+
+
 def _sessions(results: dict) -> list[str]:
     """Which lab session each configuration's figures come from, when the
     file holds more than one (a `--configs` run merged into a full one)."""
@@ -512,7 +523,7 @@ def _sessions(results: dict) -> list[str]:
         if session.get("partners"):
             names += " (and, for these ratios only, " + ", ".join(labels.get(k, k) for k in session["partners"]) + ")"
         lines.append(
-            f"| `{session_id}` | {session['date']} | `{session['commit']}` | "
+            f"| `{session_id}` | {session['date']} | {_commit(session['commit'], why=False)} | "
             f"{session['elapsed_s'] / 60:.1f} min | {names} |"
         )
     return [*lines, ""]

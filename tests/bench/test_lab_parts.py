@@ -16,7 +16,7 @@ from dataclasses import asdict
 import pytest
 
 from bench import cpu, generators, report
-from bench.__main__ import main, parse_args, plan_runs, select
+from bench.__main__ import DEFAULT_OUT, commit, main, parse_args, plan_runs, select, uncommitted_changes
 from bench.lab import served_share, write_tls_files
 from bench.matrix import CONFIGS_BY_KEY, workloads
 from harness.stack import REPO
@@ -110,6 +110,68 @@ def test_each_pass_runs_the_configurations_in_a_different_order():
 def test_an_unknown_configuration_fails_before_anything_starts(capsys):
     assert main(["--configs", "gunicorn-sync,nope"]) == 2
     assert "unknown configuration(s): nope" in capsys.readouterr().err
+
+
+def git_checkout(path):
+    """A repository of one committed file, clean."""
+    git = ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (path / "app.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "app.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    return path
+
+
+def test_a_changed_or_untracked_file_makes_the_tree_uncommitted(tmp_path):
+    repo = git_checkout(tmp_path)
+    assert uncommitted_changes(repo) == []
+    assert "+" not in commit(repo)
+    (repo / "app.py").write_text("x = 2\n")
+    assert uncommitted_changes(repo) == [" M app.py"]
+    assert commit(repo).endswith("+changes")
+    (repo / "app.py").write_text("x = 1\n")
+    (repo / "new.py").write_text("")
+    assert uncommitted_changes(repo) == ["?? new.py"]
+    assert uncommitted_changes(tmp_path / "nowhere") is None
+
+
+def test_the_lab_refuses_to_write_the_docs_figures_from_an_uncommitted_tree(monkeypatch, capsys):
+    import bench.__main__ as lab_main
+
+    def must_not_run(*args):
+        raise AssertionError("the lab started")
+
+    monkeypatch.setattr(lab_main, "run_lab", must_not_run)
+    monkeypatch.setattr(lab_main, "uncommitted_changes", lambda repo=REPO: [" M serving/app.py"])
+    assert main([]) == 2
+    assert main(["--configs", "apache"]) == 2  # a merge into the docs' figures, too
+    assert main(["--out", str(DEFAULT_OUT)]) == 2
+    err = capsys.readouterr().err
+    assert "not writing docs/benchmarks/ from a tree with uncommitted changes ( M serving/app.py)" in err
+    monkeypatch.setattr(lab_main, "uncommitted_changes", lambda repo=REPO: None)
+    assert main([]) == 2
+    assert "git cannot name the commit measured" in capsys.readouterr().err
+
+
+def test_the_lab_measures_an_uncommitted_tree_into_another_directory_or_a_clean_one_into_the_docs(
+    monkeypatch, tmp_path
+):
+    import bench.__main__ as lab_main
+
+    started = []
+    monkeypatch.setattr(lab_main, "run_lab", lambda args, selection: started.append(selection.out_dir) or 0)
+    monkeypatch.setattr(lab_main, "uncommitted_changes", lambda repo=REPO: [" M serving/app.py"])
+    assert main(["--out", str(tmp_path)]) == 0
+    assert main(["--quick"]) == 0
+    monkeypatch.setattr(lab_main, "uncommitted_changes", lambda repo=REPO: [])
+    assert main([]) == 0
+    assert started == [tmp_path.resolve(), lab_main.QUICK_OUT.resolve(), DEFAULT_OUT.resolve()]
+
+
+def test_figures_from_an_uncommitted_tree_say_so_where_they_are_published():
+    assert "**not a commit**" in report._commit("e8a43f4+changes")
+    assert "**not a commit**" in report._commit("?")
+    assert report._commit("e8a43f4") == "`e8a43f4`"
 
 
 def test_the_https_configuration_differs_from_nginx_gthread_only_in_its_front():

@@ -6,7 +6,7 @@ class, since the upstream's own errors differ.
 Part one is a catalogue of named hostile requests; part two a seeded
 mutational fuzzer: byte-level mutations of valid requests, each sent raw over
 a socket: 1,000 of them per class in the default run, 5,000 in the full
-one (`-m full`, whose counts docs/security.md shows). FUZZ_CASES and
+one (`-m full`; the statuses seen are printed). FUZZ_CASES and
 FUZZ_SEED make a larger or different run.
 """
 

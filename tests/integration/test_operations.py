@@ -39,8 +39,8 @@ PATH = "/work/io?ms=20"
 #: and requests sent just after it count too.
 SETTLE_SECONDS = 1.5
 #: A SIGKILLed replica is healthy again and served by nginx within this
-#: (docs/operations.md: "healthy again in under 10 s"; Docker restarts it in
-#: about 2 s, then its health check passes).
+#: (docs/operations.md says so; Docker restarts it in about 2 s, then its
+#: health check passes).
 BACK_WITHIN_S = 10
 
 
@@ -473,8 +473,8 @@ def test_sigterm_finishes_the_request_in_flight_and_readyz_stops_answering_ready
     print(worker_class, seen)
     assert seen["before"] == [200, {"status": "ready", "checks": []}]
     assert seen["in_flight"]["status"] == 200, seen
-    # Its own 1 s of work (1.0 s measured in each class, docs/operations.md),
-    # not held back by the drain; 3 s leaves a loaded machine room.
+    # Its own 1 s of work (1.0 s in each class on an idle machine), not held
+    # back by the drain; 3 s leaves a loaded machine room.
     assert seen["in_flight"]["seconds"] < 3, seen
     assert seen["exit_code"] == 0, seen
     assert seen["exited_after"] < 10, seen

@@ -12,7 +12,8 @@ stack. One locust process from one address at the load it reaches here
 (several hundred requests a second) would meet nginx's default per-client
 limit (1,000 r/s, burst 2,000), so the soak lifts that limit, as the lab
 does: it measures the stack, not the limit.
-The figures go to the test's output; docs/operations.md has a 30-minute run's.
+The figures go to the test's output (`soak:`); docs/operations.md states
+what is asserted, not a run's figures.
 """
 
 from __future__ import annotations

@@ -30,9 +30,10 @@ STACK = "flask-concurrency-test-swarm"
 PATH = "/work/io?ms=20"
 ORIGINAL_VIEWS = (REPO / "demo" / "views.py").read_text()
 #: Longest a scale, an update or a rollback may take (`make swarm-up`, image
-#: build included). Measured (docs/scaling.md): 17 s and 20 s to scale, 45 s
-#: for a rolling update of 2 tasks (start-first, each watched for 20 s), 32 s
-#: for a rollback; four times the slowest, for a shared 2-core machine.
+#: build included; docs/scaling.md says so). Measured in one run on a 2-core
+#: machine: 17 s and 20 s to scale, 45 s for a rolling update of 2 tasks
+#: (start-first, each watched for 20 s), 32 s for a rollback; four times the
+#: slowest, for a shared 2-core machine.
 EVENT_WITHIN_S = 180
 
 
