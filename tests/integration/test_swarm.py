@@ -1,7 +1,7 @@
 """The product as a Docker Swarm stack (make swarm-up, docs/scaling.md), on a
 single-node swarm: served through nginx, hardened, and updated, scaled and
 rolled back under load without a failed request. Scaling to four tasks and
-back is in the full run (`-m full`).
+back is left out of the default run (`-m full` or `-m swarm` runs it).
 
 The tests need this engine's swarm mode for themselves: they initialise a
 swarm and leave it afterwards. They are skipped, saying why, where the engine
@@ -172,7 +172,7 @@ def test_the_hardening_holds_in_swarm(deployed):
 
 @pytest.mark.full
 def test_scaling_to_four_and_back_fails_no_request(deployed):
-    """In the full run only (-m full): the default run's scaling is Compose's
+    """Not in the default run (-m full or -m swarm runs it): its scaling is Compose's
     (test_operations.py's 2 -> 3 -> 2 under load); Swarm's own, task by task,
     is about a minute more."""
     result, up, took = under_load(deployed, lambda: deployed.make("swarm-up", APP_REPLICAS="4"))
