@@ -267,7 +267,8 @@ resolve() {
   printf '%s=%s\n' "$var" "$image"
 }
 
-docker info >/dev/null 2>&1 || die "the Docker engine does not answer; run scripts/ensure-docker.sh first."
+docker version --format '{{.Server.Version}}' >/dev/null 2>&1 \
+  || die "the Docker engine does not answer; run scripts/ensure-docker.sh first."
 {
   resolve PYTHON_BASE_IMAGE "$(official PYTHON_BASE_IMAGE "$here/../Dockerfile")" "$PYTHON_STANDIN" build_python
   resolve NGINX_BASE_IMAGE "$(official NGINX_BASE_IMAGE "$here/../nginx/Dockerfile")" "$NGINX_STANDIN" build_nginx

@@ -9,7 +9,9 @@ set -euo pipefail
 
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
 
-engine_answers() { docker info >/dev/null 2>&1; }
+# `docker version` asks the engine for its version only; `docker info` would
+# gather everything about it (0.1 to 0.4 s), before every Compose command.
+engine_answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 compose_answers() { docker compose version >/dev/null 2>&1; }
 
 if engine_answers && compose_answers; then
