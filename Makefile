@@ -13,7 +13,7 @@ PYTHON := $(VENV)/bin/python
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m unit"`.
 PYTEST_ARGS ?=
 
-.PHONY: help images check up dev monitor db-delete-data static-prune swarm-up swarm-down certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock
+.PHONY: help images check up dev monitor db-delete-data static-prune swarm-up swarm-down certs deploy reload-app reload-nginx down logs ps config test test-unit lint lock kubernetes-budget
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -138,6 +138,15 @@ test: $(VENV)/.installed lint ## Run every check: lint, then the layers cheapest
 test-unit: $(VENV)/.installed ## Run the fast unit tests only (no Docker)
 	@scripts/ensure-kustomize.sh
 	@$(PYTHON) -m pytest -m unit $(PYTEST_ARGS)
+
+# The database connections each Kubernetes overlay may open at its most (the
+# autoscaler's maximum plus a rollout's surge), read from the rendered
+# manifests, against MAX_CONNECTIONS (PostgreSQL's default, 100): one line
+# each; an overlay over it fails (docs/database.md). tests/unit runs it too.
+kubernetes-budget: $(VENV)/.installed ## The database connection budget of every Kubernetes overlay (MAX_CONNECTIONS=100)
+	@scripts/ensure-kustomize.sh >/dev/null
+	@$(PYTHON) scripts/kubernetes-budget.py --max-connections $(or $(MAX_CONNECTIONS),100) \
+	    $(notdir $(wildcard deploy/kubernetes/overlays/*))
 
 # gixy reads the nginx config as it ships, with and without TLS
 # (scripts/lint-nginx.sh).

@@ -56,10 +56,18 @@ class Budget:
     share: int | None = None
     #: The pools, described (serving/pools.py's Pool.describe()).
     pools: tuple[str, ...] = ()
+    #: Replicas running beside `replicas` during a deploy. None: as many
+    #: again, a start-first deploy's (Compose, Swarm); a Deployment's
+    #: maxSurge on Kubernetes (scripts/kubernetes-budget.py).
+    surge: int | None = None
+
+    @property
+    def peak_replicas(self) -> int:
+        return self.replicas * OVERLAP if self.surge is None else self.replicas + self.surge
 
     @property
     def needed(self) -> int:
-        return self.replicas * self.workers * self.per_worker * OVERLAP + self.reserved
+        return self.peak_replicas * self.workers * self.per_worker + self.reserved
 
     @property
     def allowed(self) -> int:
