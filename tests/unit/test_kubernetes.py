@@ -545,9 +545,9 @@ def job_name(objs: list[dict]) -> str:
 
 def compose_migration_command() -> list[str]:
     """What `make up` and `make deploy` run in a one-off app container."""
-    (command,) = re.findall(
-        r"compose run .* app (python3 -m serving\.migrate)\b", (REPO / "scripts" / "prepare-database.sh").read_text()
-    )
+    script = (REPO / "scripts" / "prepare-database.sh").read_text()
+    (run,) = re.findall(r"^compose run (?:.*\\\n)*.*", script, flags=re.MULTILINE)
+    (command,) = re.findall(r"\b(python3 -m serving\.migrate)\b", run)
     return command.split()
 
 
