@@ -264,3 +264,32 @@ def test_scaling_mds_swarm_timings_are_the_overlays_and_the_tests():
     assert f"watched for {monitor} s" in SWARM
     swarm = importlib.import_module("tests.integration.test_swarm")
     assert f"Each event must end within {swarm.EVENT_WITHIN_S} s" in SWARM
+
+
+def test_concurrency_mds_suite_table_is_what_test_concurrency_asserts():
+    """docs/concurrency.md's "Asserted by the test suite" table: each row's
+    burst, degree, per-worker figure and rounds are test_concurrency.py's,
+    and its "effective config says" is what serving/settings.py computes
+    for the row's settings."""
+    from serving.settings import load
+    from tests.integration import test_concurrency as suite
+
+    text = (REPO / "docs" / "concurrency.md").read_text().split("### Asserted by the test suite", 1)[1]
+    table = text.split("| configuration | K |", 1)[1].split("\n\n", 1)[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+
+    expected = []
+    for settings, per_worker in suite.CONFIGURATIONS.values():
+        workers = int(settings["WEB_CONCURRENCY"])
+        config = load(settings, cpus=2).as_dict()["max_concurrent_requests"]
+        assert config == workers * per_worker
+        per_worker_cells = ", ".join([str(per_worker)] * workers)
+        # test_io_concurrency_degree_is_what_the_effective_config_says: twice the design, two rounds.
+        expected.append([str(2 * config), str(config), per_worker_cells, str(config), "2"])
+    source = (REPO / "tests" / "integration" / "test_concurrency.py").read_text()
+    single = source.split("def test_gevent_serves_hundreds_of_io_requests_per_worker", 1)[1].split("\ndef ", 1)[0]
+    (burst,) = re.findall(r"fire\(f\"\{stack\.url\}/work/io\?ms=\{ms\}\", (\d+)\)", single)
+    assert f"max_overlap([r.interval for r in results]) == {burst}" in single and "rounds(results) == 1" in single
+    config = load(suite.SINGLE_GEVENT, cpus=2).as_dict()["max_concurrent_requests"]
+    expected.append([burst, burst, burst, str(config), "1"])
+    assert [row[1:] for row in rows] == expected
