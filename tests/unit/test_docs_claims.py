@@ -116,6 +116,26 @@ def test_the_labs_duration_in_the_makefile_and_docs_is_the_recorded_runs():
     assert re.findall(r"make bench +# full mode, about (\d+) minutes", readme) == [str(minutes)]
 
 
+def test_every_figure_the_benchmark_pages_prose_cites_is_in_the_tables_the_lab_wrote():
+    """The prose of docs/benchmarks/README.md ("What this means...", the
+    hand-written reading of the run) cites the run's figures: each, with
+    three digits or more or a decimal point, is found in results.md or the
+    page's generated sections, which bench/report.py writes from
+    results.json (checked above). After the lab runs again, the prose that
+    cites the run before fails here until it is read again. The one figure
+    that is configuration, gevent's greenlets per worker, is serving's."""
+    from serving.settings import load
+
+    page = (BENCHMARKS / "README.md").read_text()
+    start = page.index("## What this means for choosing a worker class")
+    end = page.index("\n## ", start + 1)
+    prose, generated = page[start:end], page[end:] + (BENCHMARKS / "results.md").read_text()
+    greenlets = f"{load({'WORKER_CLASS': 'gevent'}, cpus=2).as_dict()['worker_connections']:,}"
+    cited = {n for n in re.findall(r"\d[\d,]*(?:\.\d+)?", prose) if len(n.replace(",", "")) >= 3 or "." in n}
+    assert len(cited) > 50, sorted(cited)
+    assert sorted(n for n in cited if n not in generated and n != greenlets) == []
+
+
 def test_the_benchmark_pages_machine_is_the_one_results_json_records():
     machine = published_results()["meta"]["machine"]
     prose = (BENCHMARKS / "README.md").read_text().split("## What this means", 1)[0]
