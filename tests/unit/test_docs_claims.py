@@ -313,3 +313,21 @@ def test_concurrency_mds_suite_table_is_what_test_concurrency_asserts():
     config = load(suite.SINGLE_GEVENT, cpus=2).as_dict()["max_concurrent_requests"]
     expected.append([burst, burst, burst, str(config), "1"])
     assert [row[1:] for row in rows] == expected
+
+
+def test_concurrency_mds_burst_table_is_what_bench_burst_printed_for_its_committed_run():
+    """docs/concurrency.md's table of the gevent worker's accept designs is
+    bench.burst's table of the run committed in docs/benchmarks/burst.json,
+    and the section's prose cites no figure of a run that is not there."""
+    from bench import burst
+
+    run = json.loads((BENCHMARKS / "burst.json").read_text())
+    doc = (REPO / "docs" / "concurrency.md").read_text()
+    assert burst.table(run["rows"]) in doc
+    start = doc.index("`python -m bench.burst` measures")
+    end = min(doc.index(heading, start) for heading in ("\n## ", "\n### "))
+    section = doc[start:end].replace(burst.table(run["rows"]), "")
+    # An address and a status are not figures.
+    section = section.replace("127.0.0.1", "").replace("503", "")
+    cited = {n for n in re.findall(r"\d[\d,]*(?:\.\d+)?", section) if len(n.replace(",", "")) >= 3 or "." in n}
+    assert sorted(cited) == [], "figures typed into the prose, not from the table"
