@@ -24,6 +24,7 @@ import requests
 import yaml
 
 from harness.stack import REPO, free_port
+from tests.unit.test_kubernetes import container_of
 
 pytestmark = pytest.mark.integration
 
@@ -46,17 +47,6 @@ def rendered() -> list[dict]:
     subprocess.run([str(REPO / "scripts" / "ensure-kustomize.sh")], check=True, capture_output=True, timeout=600)
     out = subprocess.run(["kustomize", "build", str(OVERLAY)], capture_output=True, text=True, check=True).stdout
     return [o for o in yaml.safe_load_all(out) if o]
-
-
-def container(objects: list[dict], deployment: str, name: str) -> dict:
-    (found,) = [
-        c
-        for o in objects
-        if o["kind"] == "Deployment" and o["metadata"]["name"] == deployment
-        for c in o["spec"]["template"]["spec"]["containers"]
-        if c["name"] == name
-    ]
-    return found
 
 
 def config_map(objects: list[dict], prefix: str) -> dict[str, str]:
@@ -119,9 +109,9 @@ def cluster_stand_in(built_images, tmp_path_factory):
     network, names, volumes = f"flask-concurrency-test-k8s-{run}", [], []
     headless = f"app-headless.{NAMESPACE}.svc.cluster.local"
     app, static, nginx = (
-        container(objects, "app", "app"),
-        container(objects, "app", "static"),
-        container(objects, "nginx", "nginx"),
+        container_of(objects, "app", "app"),
+        container_of(objects, "app", "static"),
+        container_of(objects, "nginx", "nginx"),
     )
     publish_dir = next(e["value"] for e in app["env"] if e["name"] == "STATIC_PUBLISH_DIR")
     static_root = next(m["mountPath"] for m in static["volumeMounts"] if m["name"] == "static")
