@@ -106,8 +106,9 @@ up() {
   local check="$stack-settings-check"
   { COMPOSE_PROJECT_NAME=$check compose run --rm --no-deps -T app python3 -m serving.check >/dev/null \
       && COMPOSE_PROJECT_NAME=$check compose run --rm --no-deps -T nginx nginx -t -q -e stderr; } \
-    || { COMPOSE_PROJECT_NAME=$check compose down >/dev/null 2>&1; exit 2; }
-  COMPOSE_PROJECT_NAME=$check compose down >/dev/null 2>&1
+    || { COMPOSE_PROJECT_NAME=$check compose down --volumes >/dev/null 2>&1; exit 2; }
+  # --volumes: the throwaway project's (its empty static volume), never the stack's.
+  COMPOSE_PROJECT_NAME=$check compose down --volumes >/dev/null 2>&1
   budget
   local app nginx file
   app=$(tagged app)

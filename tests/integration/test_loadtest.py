@@ -266,3 +266,5 @@ def test_the_readmes_loadtest_command_works_in_a_fresh_clone_right_after_make_up
         assert only(reports, "loadtest-*.html").stat().st_size > 10_000
     finally:
         run("make", "down", timeout=300)
+        # make down keeps a stack's volumes (a user's data); the test's are its own.
+        run("scripts/compose", "--profile", "*", "down", "--volumes", timeout=300)

@@ -102,6 +102,10 @@ def deployed(swarm, built_images, tmp_path_factory):
         yield stack
     finally:
         down = make("swarm-down")
+        # docker stack rm keeps the stack's volumes (a user's data); the test's are its own.
+        volumes = docker("volume", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={STACK}").stdout.split()
+        if volumes:
+            docker("volume", "rm", *volumes, check=False)
         assert down.returncode == 0, down.output
 
 
