@@ -131,9 +131,22 @@ $(VENV)/.installed: requirements/test.txt requirements/lint.txt
 # The Docker engine is made ready by the first test that needs it
 # (harness/stack.py), after the unit layer: on a fresh machine its install
 # would otherwise delay a unit failure by minutes.
+#
+# Four phases, a pytest each, stopping after the first that fails
+# (tests/conftest.py's PHASES): no Docker; the stack tests, TEST_WORKERS
+# modules at once, since they mostly wait on containers; the timing tests,
+# alone; Swarm, last.
+TEST_WORKERS ?= 3
 test: $(VENV)/.installed lint ## Run every check: lint, then the layers cheapest first, stopping after one that fails
 	@scripts/ensure-kustomize.sh
-	@$(PYTHON) -m pytest $(PYTEST_ARGS)
+	@echo "==> make test: the tests without Docker"
+	@$(PYTHON) -m pytest --phase unit $(PYTEST_ARGS)
+	@echo "==> make test: the stack tests, $(TEST_WORKERS) modules at once"
+	@$(PYTHON) -m pytest --phase stacks -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	@echo "==> make test: the timing tests, alone"
+	@$(PYTHON) -m pytest --phase timing $(PYTEST_ARGS)
+	@echo "==> make test: Swarm"
+	@$(PYTHON) -m pytest --phase swarm $(PYTEST_ARGS)
 
 test-unit: $(VENV)/.installed ## Run the fast unit tests only (no Docker)
 	@scripts/ensure-kustomize.sh

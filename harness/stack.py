@@ -7,6 +7,8 @@ stack started with `make up`, and several configurations can be compared.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import os
@@ -41,12 +43,27 @@ def base_images(*extra: str) -> dict[str, str]:
     fresh machine: `make test` leaves it to the first test that needs it, so
     that the unit layer reports first), then the stack's secrets, as
     scripts/compose does for make's Compose calls."""
-    subprocess.run([str(REPO / "scripts" / "ensure-docker.sh")], check=True)
-    subprocess.run([str(REPO / "scripts" / "ensure-secrets.sh")], check=True, capture_output=True)
-    out = subprocess.run(
-        [str(REPO / "scripts" / "ensure-base-images.sh"), *extra], check=True, capture_output=True, text=True
-    ).stdout
+    with machine_set_up():
+        subprocess.run([str(REPO / "scripts" / "ensure-docker.sh")], check=True)
+        subprocess.run([str(REPO / "scripts" / "ensure-secrets.sh")], check=True, capture_output=True)
+        out = subprocess.run(
+            [str(REPO / "scripts" / "ensure-base-images.sh"), *extra], check=True, capture_output=True, text=True
+        ).stdout
     return dict(line.split("=", 1) for line in out.split() if "=" in line)
+
+
+@contextlib.contextmanager
+def machine_set_up():
+    """One test process at a time sets the machine up (the engine's install,
+    the secrets, the base images, the tests' images): make test's stack
+    phase runs several (pytest-xdist), and two installs of the engine, or
+    two writes of one secret, at once would break each other. The next
+    process finds it done."""
+    lock = REPO / ".cache" / "machine-set-up.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
 
 
 def free_port() -> int:
@@ -85,7 +102,10 @@ class Stack:
         to enable; `project`: a project name other than the tests' own;
         `test_images`: the tests' own image tags (TEST_IMAGES), which the
         lab and make tune, naming their own, turn off."""
-        self.project = project or f"flask-concurrency-test-{name}"
+        # pytest-xdist's workers (make test's stack phase) each start their
+        # own session's stacks: the worker's id keeps their projects apart.
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        self.project = project or f"flask-concurrency-test-{name}" + (f"-{worker}" if worker else "")
         self.port = free_port()
         images = base_images(*[extra for extra in ("monitoring", "bench") if extra in profiles])
         self._env_file = Path(tempfile.mkdtemp(prefix="stack-")) / f"{name}.env"

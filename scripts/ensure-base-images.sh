@@ -31,6 +31,7 @@ NGINX_EXPORTER_STANDIN=flask-concurrency-local/nginx-prometheus-exporter:1.5-for
 # the official httpd:2.4 (the build checks both).
 HTTPD_STANDIN=flask-concurrency-local/httpd:2.4-forky
 
+one_at_a_time ensure-base-images
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 

@@ -17,6 +17,10 @@ compose_answers() { docker compose version >/dev/null 2>&1; }
 if engine_answers && compose_answers; then
   exit 0
 fi
+one_at_a_time ensure-docker
+if engine_answers && compose_answers; then
+  exit 0  # installed by the run we waited for
+fi
 
 can_install() {
   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1

@@ -12,6 +12,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/lib.sh
 . "$here/lib.sh"
 
+one_at_a_time ensure-secrets
 dir="$here/../secrets"
 mkdir -p "$dir"
 # The directory keeps other users of this host out; the files themselves are

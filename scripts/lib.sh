@@ -4,6 +4,15 @@
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# one_at_a_time NAME: hold a machine-wide lock until the calling script ends.
+# Two installs at once (make test's stack phase runs its tests side by side;
+# two terminals' `make up`) would break each other; the second waits, then
+# finds the first's work done.
+one_at_a_time() {
+  exec 9>"${TMPDIR:-/tmp}/flask-concurrency-$1.lock"
+  flock 9
+}
+
 # The Debian mirror this machine already uses, so that no registry host is
 # written into the repository; deb822 (.sources) and one-line (.list) formats
 # both. Only existing files are read: a grep over a missing file exits 2, which

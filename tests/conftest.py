@@ -15,7 +15,14 @@ When a layer has failed, the run stops before the next one: its failures are
 what to fix, and an hour of integration tests behind a broken unit would say
 nothing more. A broken entry of the internals contract stops the run at once:
 its one line names the internal and the file to review, where the timing
-tests that would notice it later would only say "3 rounds instead of 2"."""
+tests that would notice it later would only say "3 rounds instead of 2".
+
+`make test` runs the same layers as four phases (PHASES, `--phase NAME`), a
+pytest each, and stops after the first that fails: the tests without Docker;
+the stack tests, several modules at once (pytest-xdist), since most of their
+time is spent waiting on containers; the timing tests, alone, since what
+they measure is what a neighbour would take; and Swarm, last. A plain
+`pytest` still runs every layer in order, one test at a time."""
 
 from __future__ import annotations
 
@@ -37,6 +44,33 @@ LAYERS = (
 )
 
 
+#: `make test`'s phases, in the order it runs them: which layers each holds.
+#: The stack phase's modules run beside each other (`-n`, a module per
+#: worker, the modules on the shared stacks on one); a module marked
+#: `timing` runs in the timing phase, alone, whatever its layer.
+PHASES = {
+    "unit": ("the internals contract", "unit", "browser"),
+    "stacks": ("integration", "operations", "load test, lab and tune"),
+    "timing": ("integration", "operations", "load test, lab and tune"),
+    "swarm": ("swarm",),
+}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--phase",
+        choices=tuple(PHASES),
+        default=None,
+        help="run one of make test's phases only (tests/conftest.py's PHASES); no test in it is a pass",
+    )
+
+
+def _phase(layer: int, timing: bool) -> str:
+    if timing and LAYERS[layer][0] in PHASES["timing"]:
+        return "timing"
+    return next(name for name, layers in PHASES.items() if name != "timing" and LAYERS[layer][0] in layers)
+
+
 def _own_layer(item: pytest.Item) -> int:
     if item.nodeid.startswith(CONTRACT):
         return 0
@@ -51,17 +85,31 @@ def _own_layer(item: pytest.Item) -> int:
     return 5
 
 
-def pytest_collection_modifyitems(items):
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups below
+def pytest_collection_modifyitems(config, items):
     # A module's layer is its earliest test's (the contract file's own: first).
     modules: dict[str, int] = {}
     sharing: set[str] = set()
+    timing: set[str] = set()
     for item in items:
         module = item.nodeid.split("::", 1)[0]
         modules[module] = min(modules.get(module, len(LAYERS)), _own_layer(item))
         if "shared_stacks" in getattr(item, "fixturenames", ()):
             sharing.add(module)
+        if item.get_closest_marker("timing"):
+            timing.add(module)
     for item in items:
-        item.stash[_LAYER] = modules[item.nodeid.split("::", 1)[0]]
+        item.stash[_LAYER] = modules[_module(item)]
+    phase = config.getoption("phase")
+    if phase is not None:
+        chosen = [item for item in items if _phase(item.stash[_LAYER], _module(item) in timing) == phase]
+        config.hook.pytest_deselected(items=[item for item in items if item not in set(chosen)])
+        items[:] = chosen
+    # With pytest-xdist's --dist loadgroup, a module runs whole on one worker
+    # (its stacks come up once), and the modules on the shared stacks on one.
+    for item in items:
+        module = _module(item)
+        item.add_marker(pytest.mark.xdist_group("shared-stacks" if module in sharing else module))
     # The modules on the run's shared stacks (tests/integration/conftest.py)
     # run next to each other, last in the first layer that has one and first
     # in the later ones, so that the stacks idle as little as possible.
@@ -76,10 +124,22 @@ def pytest_collection_modifyitems(items):
     items.sort(key=place)  # stable: collection order otherwise
 
 
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # A phase that a -k or -m leaves empty has nothing to fail.
+    if session.config.getoption("phase") is not None and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.OK
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     before = item.session.testsfailed  # failures and errors so far
     yield
+    if hasattr(item.config, "workerinput"):
+        return  # a pytest-xdist worker runs part of one phase: make test stops after it
     layer = item.stash.get(_LAYER, len(LAYERS))
     failed = item.session.stash.setdefault(_FAILED, set())
     if item.session.testsfailed > before:

@@ -19,6 +19,7 @@ from bench import burst
 
 pytestmark = [
     pytest.mark.bench,
+    pytest.mark.timing,
     pytest.mark.skipif(
         not (burst.PG_BIN / "initdb").exists() or not shutil.which("runuser"),
         reason="PostgreSQL 15's server binaries (Debian's postgresql-15) are not installed",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.stack import SharedStacks, Stack, scrub_environment
+from harness.stack import SharedStacks, Stack, machine_set_up, scrub_environment
 
 _SHARED = pytest.StashKey["SharedStacks"]()
 
@@ -15,8 +15,11 @@ def _isolated_environment():
 @pytest.fixture(scope="session")
 def built_images():
     """Build the images once per test session, from the working tree: a stale
-    image from an earlier `make up` must not stand in for the code under test."""
-    Stack("build").build()
+    image from an earlier `make up` must not stand in for the code under test.
+    One worker of the stack phase at a time: the next one's build is cached."""
+    build = Stack("build")
+    with machine_set_up():
+        build.build()
 
 
 @pytest.fixture(scope="session")

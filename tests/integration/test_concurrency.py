@@ -21,7 +21,7 @@ import requests
 from harness.stack import REPO, STACK_VARIABLES, Stack, base_images
 from tests.concurrency import cpu_parallelism, fire, max_overlap, rounds
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timing]
 
 #: Per class: the stack's settings (two workers each) and what one worker
 #: serves at once by design. A worker timeout of 5 s, which the requests of

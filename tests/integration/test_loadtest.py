@@ -248,7 +248,10 @@ def test_the_readmes_loadtest_command_works_in_a_fresh_clone_right_after_make_up
         LOCUST_SPAWN_RATE="10",
         LOCUST_RUN_TIME="10s",
     )
-    subprocess.run(["docker", "image", "rm", "--force", LOADTEST_IMAGE], capture_output=True, timeout=120, check=False)
+    # The clone's own tag (docker-compose.yml names images after the
+    # project), never the tests' shared one, which other stacks may be running.
+    clones_image = f"{env['COMPOSE_PROJECT_NAME']}/loadtest:local"
+    subprocess.run(["docker", "image", "rm", "--force", clones_image], capture_output=True, timeout=120, check=False)
 
     def run(*command: str, timeout: float) -> subprocess.CompletedProcess:
         return subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True, timeout=timeout, check=False)

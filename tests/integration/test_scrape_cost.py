@@ -22,7 +22,7 @@ import pytest
 from harness.load import ensure_hey
 from harness.stack import Stack
 
-pytestmark = pytest.mark.bench
+pytestmark = [pytest.mark.bench, pytest.mark.timing]
 
 ROUNDS = 2
 SECONDS = 5

@@ -30,7 +30,7 @@ from harness.stack import REPO, Stack, app_build_context, project_containers
 from serving.budget import Budget
 from tests.integration.test_stack import FORK_APP_MODULE, add_fork_package
 
-pytestmark = pytest.mark.tune
+pytestmark = [pytest.mark.tune, pytest.mark.timing]
 
 HERE = REPO / "tests" / "tune"
 APP_CPUS = "1"
