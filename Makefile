@@ -136,13 +136,13 @@ $(VENV)/.installed: requirements/test.txt requirements/lint.txt
 # (tests/conftest.py's PHASES): no Docker; the stack tests, TEST_WORKERS
 # modules at once, since they mostly wait on containers; the timing tests,
 # alone; Swarm, last.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed lint ## Run every check: lint, then the layers cheapest first, stopping after one that fails
 	@scripts/ensure-kustomize.sh
 	@echo "==> make test: the tests without Docker"
 	@$(PYTHON) -m pytest --phase unit $(PYTEST_ARGS)
 	@echo "==> make test: the stack tests, $(TEST_WORKERS) modules at once"
-	@$(PYTHON) -m pytest --phase stacks -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	@$(PYTHON) -m pytest --phase stacks -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	@echo "==> make test: the timing tests, alone"
 	@$(PYTHON) -m pytest --phase timing $(PYTEST_ARGS)
 	@echo "==> make test: Swarm"

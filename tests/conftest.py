@@ -45,9 +45,10 @@ LAYERS = (
 
 
 #: `make test`'s phases, in the order it runs them: which layers each holds.
-#: The stack phase's modules run beside each other (`-n`, a module per
-#: worker, the modules on the shared stacks on one); a module marked
-#: `timing` runs in the timing phase, alone, whatever its layer.
+#: The stack phase's modules run beside each other (pytest-xdist's `-n` with
+#: `--dist loadfile`: a module whole on one worker, its stacks up once; each
+#: worker has its own shared stacks); a module marked `timing` runs in the
+#: timing phase, alone, whatever its layer.
 PHASES = {
     "unit": ("the internals contract", "unit", "browser"),
     "stacks": ("integration", "operations", "load test, lab and tune"),
@@ -85,7 +86,6 @@ def _own_layer(item: pytest.Item) -> int:
     return 5
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups below
 def pytest_collection_modifyitems(config, items):
     # A module's layer is its earliest test's (the contract file's own: first).
     modules: dict[str, int] = {}
@@ -105,11 +105,6 @@ def pytest_collection_modifyitems(config, items):
         chosen = [item for item in items if _phase(item.stash[_LAYER], _module(item) in timing) == phase]
         config.hook.pytest_deselected(items=[item for item in items if item not in set(chosen)])
         items[:] = chosen
-    # With pytest-xdist's --dist loadgroup, a module runs whole on one worker
-    # (its stacks come up once), and the modules on the shared stacks on one.
-    for item in items:
-        module = _module(item)
-        item.add_marker(pytest.mark.xdist_group("shared-stacks" if module in sharing else module))
     # The modules on the run's shared stacks (tests/integration/conftest.py)
     # run next to each other, last in the first layer that has one and first
     # in the later ones, so that the stacks idle as little as possible.

@@ -100,9 +100,9 @@ def test_threshold_that_cannot_hold_fails_the_run_naming_it(loadtest, tmp_path):
     assert "LOADTEST_MAX_P95_MS" in result.output.split("Load test FAILED", 1)[1]
     summary = json.loads(only(reports, "loadtest-*_summary.json").read_text())
     assert summary["passed"] is False
-    (failed,) = [t for t in summary["thresholds"] if not t["passed"]]
-    assert failed["variable"] == "LOADTEST_MAX_P95_MS"
-    assert failed["measured"] > 1
+    # The others (the default minimum rate) hold or not with the machine's load.
+    failed = {t["variable"]: t for t in summary["thresholds"] if not t["passed"]}
+    assert failed["LOADTEST_MAX_P95_MS"]["measured"] > 1, failed
 
 
 def test_invalid_threshold_stops_before_any_request_naming_the_variable(loadtest, tmp_path):

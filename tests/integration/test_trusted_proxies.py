@@ -8,6 +8,10 @@ running stack keeps serving.
 The front proxy is a plain nginx from the base image, on a network of its
 own with a fixed address; the clients are short-lived containers of the app
 image (Python's standard library), each with an address of its own.
+
+Marked `timing`: how many of a client's requests the rate's burst lets
+through depends on how fast they were answered, which a neighbour's load
+would change, so `make test` runs it alone (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import trustme
 
 from harness.stack import REPO, Stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timing]
 
 FRONT_ADDRESS = "10.231.0.10"
 LB_SUBNET, OUTSIDE_SUBNET = "10.231.0.0/24", "10.232.0.0/24"
