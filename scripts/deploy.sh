@@ -35,9 +35,12 @@ health_timeout=120
 
 nginx=$(compose ps -q --status running nginx)
 [ -n "$nginx" ] || die "the stack is not running: start it with make up, then deploy"
+# One deploy at a time per stack: the lock is its Compose project's, so that
+# two stacks run from one checkout (COMPOSE_PROJECT_NAME) deploy independently.
+project=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$nginx")
 mkdir -p "$root/.cache"
-exec 9>"$root/.cache/deploy.lock"
-flock -n 9 || die "another deploy is running"
+exec 9>"$root/.cache/deploy-$project.lock"
+flock -n 9 || die "another deploy of $project is running"
 
 name_of() { docker inspect -f '{{.Name}}' "$@" | sed 's,^/,,'; }
 rotation() { docker exec "$nginx" rotation "$@" | sed 's/^/    /'; }

@@ -36,7 +36,9 @@ from tests.content_security_policy import docs_policy
 from tests.outage import refusing
 from tests.unit.test_layout import imports, within
 
-pytestmark = pytest.mark.integration
+# timing: its bursts must fit the pools' timeout and its deploy fail nothing,
+# which a neighbour's load would break: make test runs it alone.
+pytestmark = [pytest.mark.integration, pytest.mark.timing]
 
 FORK = REPO / "tests" / "fork"
 #: What the guide copies in: the package, its config module, its migrations.

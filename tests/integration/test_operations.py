@@ -32,7 +32,9 @@ from urllib3.util.retry import Retry
 from harness.load import CLIENTS, Load, LoadResult
 from harness.stack import REPO, Stack, app_build_context, class_stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.operations]
+# timing: a replica back within seconds, drains within their timeouts, which
+# a neighbour's load would break: make test runs it alone.
+pytestmark = [pytest.mark.integration, pytest.mark.operations, pytest.mark.timing]
 
 PATH = "/work/io?ms=20"
 #: Load before and after each event: the event happens under steady traffic,
