@@ -133,20 +133,24 @@ $(VENV)/.installed: requirements/test.txt requirements/lint.txt
 # would otherwise delay a unit failure by minutes.
 #
 # Four phases, a pytest each, stopping after the first that fails
-# (tests/conftest.py's PHASES): no Docker; the stack tests, TEST_WORKERS
-# modules at once, since they mostly wait on containers; the timing tests,
-# alone; Swarm, last.
+# (tests/conftest.py's PHASES): Swarm, in the background beside the tests
+# without Docker (its swarm left before any other stack starts: leaving
+# breaks the DNS of containers running then, not of later ones; its output
+# after theirs); the stack tests, TEST_WORKERS modules at once, since they
+# mostly wait on containers; the timing tests, alone.
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed lint ## Run every check: lint, then the layers cheapest first, stopping after one that fails
 	@scripts/ensure-kustomize.sh
-	@echo "==> make test: the tests without Docker"
-	@$(PYTHON) -m pytest --phase unit $(PYTEST_ARGS)
+	@mkdir -p .cache
+	@echo "==> make test: the tests without Docker, and Swarm beside them (its output follows theirs)"
+	@$(PYTHON) -m pytest --phase swarm $(PYTEST_ARGS) >.cache/test-swarm.log 2>&1 & swarm=$$!; \
+	  $(PYTHON) -m pytest --phase unit $(PYTEST_ARGS); unit=$$?; \
+	  wait $$swarm; swarm=$$?; echo "==> make test: Swarm"; cat .cache/test-swarm.log; \
+	  [ $$unit -eq 0 ] && [ $$swarm -eq 0 ]
 	@echo "==> make test: the stack tests, $(TEST_WORKERS) modules at once"
 	@$(PYTHON) -m pytest --phase stacks -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	@echo "==> make test: the timing tests, alone"
 	@$(PYTHON) -m pytest --phase timing $(PYTEST_ARGS)
-	@echo "==> make test: Swarm"
-	@$(PYTHON) -m pytest --phase swarm $(PYTEST_ARGS)
 
 test-unit: $(VENV)/.installed ## Run the fast unit tests only (no Docker)
 	@scripts/ensure-kustomize.sh

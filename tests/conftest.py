@@ -18,11 +18,13 @@ its one line names the internal and the file to review, where the timing
 tests that would notice it later would only say "3 rounds instead of 2".
 
 `make test` runs the same layers as four phases (PHASES, `--phase NAME`), a
-pytest each, and stops after the first that fails: the tests without Docker;
-the stack tests, several modules at once (pytest-xdist), since most of their
-time is spent waiting on containers; the timing tests, alone, since what
-they measure is what a neighbour would take; and Swarm, last. A plain
-`pytest` still runs every layer in order, one test at a time."""
+pytest each, and stops after the first that fails: Swarm, beside the tests
+without Docker (its swarm is left before any other stack starts, and
+containers started after that resolve names); the stack tests, several
+modules at once (pytest-xdist), since most of their time is spent waiting
+on containers; the timing tests, alone, since what they measure is what a
+neighbour would take. A plain `pytest` still runs every layer in order, one
+test at a time, Swarm last."""
 
 from __future__ import annotations
 
@@ -50,10 +52,12 @@ LAYERS = (
 #: worker has its own shared stacks); a module marked `timing` runs in the
 #: timing phase, alone, whatever its layer.
 PHASES = {
+    # First, beside the unit phase (the Makefile): no other stack runs yet
+    # when it leaves its swarm, and containers started later resolve names.
+    "swarm": ("swarm",),
     "unit": ("the internals contract", "unit", "browser"),
     "stacks": ("integration", "operations", "load test, lab and tune"),
     "timing": ("integration", "operations", "load test, lab and tune"),
-    "swarm": ("swarm",),
 }
 
 

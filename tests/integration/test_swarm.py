@@ -65,7 +65,9 @@ def swarm():
         yield
     finally:
         # This breaks name resolution in every container started before it
-        # (moby#45144), so the swarm tests run last (tests/conftest.py).
+        # (moby#45144), not in later ones: make test runs the swarm tests
+        # before any other stack, a plain pytest after every other test
+        # (tests/conftest.py).
         docker("swarm", "leave", "--force", check=False)
 
 
