@@ -54,11 +54,12 @@ def base_images(*extra: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def machine_set_up():
-    """One test process at a time sets the machine up (the engine's install,
-    the secrets, the base images, the tests' images): make test's stack
-    phase runs several (pytest-xdist), and two installs of the engine, or
-    two writes of one secret, at once would break each other. The next
-    process finds it done."""
+    """One test process at a time sets the machine up (the engine, the
+    secrets, the base images, then the tests' images): make test's stack
+    phase runs several (pytest-xdist). The scripts hold their own locks
+    (scripts/lib.sh's one_at_a_time); this one also keeps a second worker's
+    build of the tests' images behind the first's, which it then finds
+    cached, instead of building the same tags twice at once."""
     lock = REPO / ".cache" / "machine-set-up.lock"
     lock.parent.mkdir(exist_ok=True)
     with lock.open("w") as held:
