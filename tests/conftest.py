@@ -96,7 +96,7 @@ def pytest_collection_modifyitems(config, items):
     sharing: set[str] = set()
     timing: set[str] = set()
     for item in items:
-        module = item.nodeid.split("::", 1)[0]
+        module = _module(item)
         modules[module] = min(modules.get(module, len(LAYERS)), _own_layer(item))
         if "shared_stacks" in getattr(item, "fixturenames", ()):
             sharing.add(module)
@@ -106,16 +106,16 @@ def pytest_collection_modifyitems(config, items):
         item.stash[_LAYER] = modules[_module(item)]
     phase = config.getoption("phase")
     if phase is not None:
-        chosen = [item for item in items if _phase(item.stash[_LAYER], _module(item) in timing) == phase]
-        config.hook.pytest_deselected(items=[item for item in items if item not in set(chosen)])
-        items[:] = chosen
+        in_phase = {item: _phase(item.stash[_LAYER], _module(item) in timing) == phase for item in items}
+        config.hook.pytest_deselected(items=[item for item, chosen in in_phase.items() if not chosen])
+        items[:] = [item for item, chosen in in_phase.items() if chosen]
     # The modules on the run's shared stacks (tests/integration/conftest.py)
     # run next to each other, last in the first layer that has one and first
     # in the later ones, so that the stacks idle as little as possible.
     first_sharing = min((modules[module] for module in sharing), default=None)
 
     def place(item: pytest.Item) -> tuple[int, int]:
-        layer, module = item.stash[_LAYER], item.nodeid.split("::", 1)[0]
+        layer, module = item.stash[_LAYER], _module(item)
         if module not in sharing:
             return layer, 0
         return layer, 1 if layer == first_sharing else -1
